@@ -1,0 +1,213 @@
+"""The wire contract in plain Python: interface constants, topics, services and their QoS.
+
+The constants mirror msg/*.msg so that the ROS-free core can speak in roles, gate states and
+reason codes without importing generated messages (tests/ros check that both agree). The
+endpoint table is the single place topic names and QoS are decided: the nodes build their
+publishers from it, and the README's interface table is rendered from it (`workcell_contract`).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+
+PACKAGE = "workcell_segmentation"
+
+
+class Role(IntEnum):
+    """InstanceMask.ROLE_*: what the grasp planner must do with an instance."""
+
+    UNKNOWN = 0
+    TARGET = 1
+    FORBIDDEN = 2
+    IGNORE = 3
+
+
+class Source(IntEnum):
+    """InstanceMask.SOURCE_*: which perception channel produced an instance."""
+
+    MODEL = 0
+    INTRUSION = 1
+
+
+class CameraStatus(IntEnum):
+    """ViewResult.CAMERA_*."""
+
+    OK = 0
+    STALE = 1
+    MISSING = 2
+    BAD_INPUT = 3
+
+
+class Reason(IntEnum):
+    """FrameSetResult.REASON_*: why a frame set is not actionable."""
+
+    GATE_NOT_RUNNING = 1
+    CAMERA_NOT_FRESH = 2
+    NO_TARGET = 3
+    LOW_CONFIDENCE = 4
+    UNSTABLE = 5
+    FORBIDDEN_NEAR_TARGET = 6
+    AUTO_PAUSE_CLASS = 7
+    MODEL_ERROR = 8
+    NO_INTENT = 9
+
+
+class GateState(IntEnum):
+    """GateState.STATE_*. Only RUNNING lets a result be actionable."""
+
+    UNKNOWN = 0
+    PAUSED = 1
+    AWAITING_APPROVAL = 2
+    FAULT = 3
+    RUNNING = 4
+
+
+class Command(IntEnum):
+    """OperatorCommand.COMMAND_*."""
+
+    NONE = 0
+    PAUSE = 1
+    RESUME = 2
+    APPROVE = 3
+
+
+# Message field prefix of each mirrored constant group, for the consistency check.
+MIRRORED_CONSTANTS = {
+    ("InstanceMask", "ROLE_"): Role,
+    ("InstanceMask", "SOURCE_"): Source,
+    ("ViewResult", "CAMERA_"): CameraStatus,
+    ("FrameSetResult", "REASON_"): Reason,
+    ("GateState", "STATE_"): GateState,
+    ("OperatorCommand", "COMMAND_"): Command,
+}
+
+
+class Reliability(str, Enum):
+    RELIABLE = "reliable"
+    BEST_EFFORT = "best_effort"
+
+
+class Durability(str, Enum):
+    VOLATILE = "volatile"
+    TRANSIENT_LOCAL = "transient_local"
+
+
+@dataclass(frozen=True)
+class QosSpec:
+    """A QoS choice (keep-last history), independent of rclpy so it can be documented and tested."""
+
+    name: str
+    reliability: Reliability
+    durability: Durability
+    depth: int
+    why: str
+
+    def describe(self) -> str:
+        latched = ", transient local" if self.durability is Durability.TRANSIENT_LOCAL else ""
+        return f"{self.reliability.value.replace('_', ' ')}{latched}, depth {self.depth}"
+
+
+SENSOR = QosSpec("sensor", Reliability.BEST_EFFORT, Durability.VOLATILE, 5,
+                 "cameras: a late frame is worth less than the next one")
+RESULT = QosSpec("result", Reliability.RELIABLE, Durability.VOLATILE, 10,
+                 "decisions the planner acts on must not be dropped silently")
+MASK_IMAGE = QosSpec("mask_image", Reliability.RELIABLE, Durability.VOLATILE, 2,
+                     "per-view masks pair with the frame-set result; shallow: they are large")
+PREVIEW = QosSpec("preview", Reliability.BEST_EFFORT, Durability.VOLATILE, 1,
+                  "for people watching in rqt_image_view; never worth back-pressure")
+LATCHED = QosSpec("latched", Reliability.RELIABLE, Durability.TRANSIENT_LOCAL, 1,
+                  "state: a subscriber that starts late still gets the current value")
+OPERATOR_INPUT = QosSpec("operator_input", Reliability.RELIABLE, Durability.VOLATILE, 10,
+                         "operator requests must arrive, and only once")
+
+
+class Kind(str, Enum):
+    SUBSCRIBES = "sub"
+    PUBLISHES = "pub"
+    SERVES = "srv"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One topic or service of a node. `{camera}` stands for each configured camera name."""
+
+    node: str
+    kind: Kind
+    name: str
+    type: str
+    qos: QosSpec | None
+    what: str
+
+
+SEGMENTATION_NODE = "segmentation"
+OPERATOR_NODE = "operator_intent"
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "{camera}/image_raw", "sensor_msgs/msg/Image", SENSOR,
+             "camera images (rgb8, bgr8, mono8 and others), synchronized by approximate time"),
+    Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "{camera}/camera_info", "sensor_msgs/msg/CameraInfo", SENSOR,
+             "calibration, used to give one object one track id in every view"),
+    Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "active_intent", f"{PACKAGE}/msg/ActiveIntent", LATCHED,
+             "the intent in force: which classes are targets"),
+    Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "gate_state", f"{PACKAGE}/msg/GateState", LATCHED,
+             "safety gate; nothing is actionable unless RUNNING"),
+    Endpoint(SEGMENTATION_NODE, Kind.PUBLISHES, "frame_set", f"{PACKAGE}/msg/FrameSetResult", RESULT,
+             "all views' instances, the actionable verdict and its reasons"),
+    Endpoint(SEGMENTATION_NODE, Kind.PUBLISHES, "{camera}/target_labels", "sensor_msgs/msg/Image", MASK_IMAGE,
+             "mono16 label image of targets (pixel = InstanceMask.label_value), source header"),
+    Endpoint(SEGMENTATION_NODE, Kind.PUBLISHES, "{camera}/forbidden_mask", "sensor_msgs/msg/Image", MASK_IMAGE,
+             "mono8 union of forbidden and intrusion regions (255 = keep out), source header"),
+    Endpoint(SEGMENTATION_NODE, Kind.PUBLISHES, "{camera}/overlay", "sensor_msgs/msg/Image", PREVIEW,
+             "rgb8 image with masks, ids and verdict drawn, for rqt_image_view"),
+    Endpoint(SEGMENTATION_NODE, Kind.PUBLISHES, "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", RESULT,
+             "camera rates and staleness, latency, model, gate"),
+    Endpoint(OPERATOR_NODE, Kind.SUBSCRIBES, "intent", f"{PACKAGE}/msg/OperatorIntent", OPERATOR_INPUT,
+             "intent text from rqt_publisher or scripts"),
+    Endpoint(OPERATOR_NODE, Kind.SUBSCRIBES, "command", f"{PACKAGE}/msg/OperatorCommand", OPERATOR_INPUT,
+             "pause / resume / approve from rqt_publisher or scripts"),
+    Endpoint(OPERATOR_NODE, Kind.SUBSCRIBES, "frame_set", f"{PACKAGE}/msg/FrameSetResult", RESULT,
+             "auto-pause classes and faults that move the gate"),
+    Endpoint(OPERATOR_NODE, Kind.PUBLISHES, "active_intent", f"{PACKAGE}/msg/ActiveIntent", LATCHED,
+             "the resolved intent in force"),
+    Endpoint(OPERATOR_NODE, Kind.PUBLISHES, "gate_state", f"{PACKAGE}/msg/GateState", LATCHED,
+             "every gate transition, with operator id and reason"),
+    Endpoint(OPERATOR_NODE, Kind.SERVES, "set_intent", f"{PACKAGE}/srv/SetIntent", None,
+             "set intent; answers accepted / rejected, reason, suggestions"),
+    Endpoint(OPERATOR_NODE, Kind.SERVES, "gate_command", f"{PACKAGE}/srv/GateCommand", None,
+             "pause / resume / approve; answers accepted / rejected, reason, new state"),
+)
+
+
+def endpoint(node: str, name: str) -> Endpoint:
+    """The contract entry for `name` of `node`; KeyError if the contract has no such endpoint."""
+    for candidate in ENDPOINTS:
+        if candidate.node == node and candidate.name == name:
+            return candidate
+    raise KeyError(f"{node} has no endpoint {name!r} in the contract")
+
+
+def render_markdown_table() -> str:
+    rows = ["| node | kind | name | type | QoS | what |", "|---|---|---|---|---|---|"]
+    for item in ENDPOINTS:
+        qos = item.qos.describe() if item.qos else "service"
+        rows.append(f"| {item.node} | {item.kind.value} | `{item.name}` | `{item.type}` | {qos} | {item.what} |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="workcell_contract",
+        description="Print the topics, services and QoS of workcell_segmentation's nodes.")
+    parser.add_argument("--qos", action="store_true", help="also list the QoS profiles and why each was chosen")
+    args = parser.parse_args(argv)
+    print(render_markdown_table(), end="")
+    if args.qos:
+        print()
+        for spec in (SENSOR, RESULT, MASK_IMAGE, PREVIEW, LATCHED, OPERATOR_INPUT):
+            print(f"- {spec.name}: {spec.describe()} — {spec.why}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
