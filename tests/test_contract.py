@@ -1,0 +1,65 @@
+"""ROS-free checks of the wire contract module and the README that documents it."""
+import subprocess
+import sys
+from pathlib import Path
+
+from segmentation_node import contract
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_interface_table_is_the_rendered_contract():
+    text = README.read_text(encoding="utf-8")
+    begin, end = "<!-- contract:begin -->\n", "<!-- contract:end -->"
+    assert begin in text and end in text
+    documented = text.split(begin, 1)[1].split(end, 1)[0]
+    assert documented == contract.render_markdown_table(), (
+        "README interface table is out of date: paste the output of `workcell_contract`")
+
+
+def test_topics_are_relative_except_standard_diagnostics():
+    # Relative names so launch can namespace and remap them; /diagnostics is a ROS convention.
+    absolute = {item.name for item in contract.ENDPOINTS if item.name.startswith("/")}
+    assert absolute == {"/diagnostics"}
+
+
+def test_state_topics_are_latched_and_images_in_are_best_effort():
+    for node in (contract.SEGMENTATION_NODE, contract.OPERATOR_NODE):
+        assert contract.endpoint(node, "gate_state").qos is contract.LATCHED
+        assert contract.endpoint(node, "active_intent").qos is contract.LATCHED
+    assert contract.endpoint(contract.SEGMENTATION_NODE, "{camera}/image_raw").qos.reliability \
+        is contract.Reliability.BEST_EFFORT
+    assert contract.endpoint(contract.SEGMENTATION_NODE, "frame_set").qos.reliability \
+        is contract.Reliability.RELIABLE
+
+
+def test_publisher_and_subscriber_of_a_topic_agree_on_type_and_qos():
+    by_name = {}
+    for item in contract.ENDPOINTS:
+        if item.kind is not contract.Kind.SERVES:
+            by_name.setdefault(item.name, set()).add((item.type, item.qos))
+    for name, variants in by_name.items():
+        assert len(variants) == 1, f"{name}: {variants}"
+
+
+def test_unknown_endpoint_is_a_clear_error():
+    try:
+        contract.endpoint(contract.SEGMENTATION_NODE, "no_such_topic")
+    except KeyError as error:
+        assert "no_such_topic" in str(error)
+    else:
+        raise AssertionError("expected KeyError")
+
+
+def test_default_values_are_the_safe_ones():
+    # A default-constructed message must never read as "pick this" or "running".
+    assert contract.Role(0) is contract.Role.UNKNOWN
+    assert contract.GateState(0) is contract.GateState.UNKNOWN
+    assert contract.Command(0) is contract.Command.NONE
+
+
+def test_cli_prints_table_and_qos_rationale():
+    result = subprocess.run([sys.executable, "-m", "segmentation_node.contract", "--qos"],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.startswith(contract.render_markdown_table())
+    assert "transient local" in result.stdout and "late" in result.stdout
