@@ -7,7 +7,9 @@ moments with the ground-truth targets and forbidden regions drawn, and a summary
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -69,7 +71,8 @@ def key_frames(clip: Clip) -> list[tuple[int, str]]:
 
 
 def overview(coco_file: Path, clip: Clip, moments: list[tuple[int, str]]) -> np.ndarray:
-    coco = COCO(str(coco_file))
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools narrates its loading
+        coco = COCO(str(coco_file))
     categories = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
     by_frame_camera = {(i["frame_index"], i["camera"]): i for i in coco.loadImgs(coco.getImgIds())}
     rows = []
