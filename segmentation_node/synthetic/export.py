@@ -21,7 +21,7 @@ from tqdm import tqdm
 from segmentation_node import __version__
 from segmentation_node.atomic_io import atomic_write_bytes
 from segmentation_node.contract import PACKAGE, CameraStatus, Source
-from segmentation_node.interface_files import message_definitions
+from segmentation_node.package_files import message_definitions
 from segmentation_node.masks import coco_rle, rle_counts
 from segmentation_node.synthetic.camera import PinholeCamera
 from segmentation_node.synthetic.render import ViewRender, render_frame_set
