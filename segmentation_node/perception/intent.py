@@ -1,0 +1,177 @@
+"""Operator intent text -> pick / reject sets over the ontology, deterministically and with an
+explanation. Unknown words are rejected with suggestions, never guessed silently.
+
+    "defective items only"          -> pick every pickable class, attribute defective
+    "pick part_a, reject scratched" -> pick part_a, exclude scratched ones
+    "good blocks"                   -> pick part_b without the defective attribute
+    "everything except discs"       -> pick every pickable class but part_a
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+from segmentation_node.perception.ontology import Ontology, OntologyError
+from segmentation_node.perception.types import Prompt
+
+MAX_INTENT_CHARS = 300
+_PICK_WORDS = {"pick", "take", "grab", "get", "only", "just", "select", "want"}
+_REJECT_WORDS = {"reject", "skip", "ignore", "exclude", "except", "avoid", "not", "no", "without", "leave",
+                 "but", "never", "dont", "don't"}
+_FILLER_WORDS = {"the", "a", "an", "all", "any", "items", "item", "ones", "one", "please", "and", "or", "of",
+                 "with", "that", "are", "is", "parts", "part", "objects", "object", "everything", "anything",
+                 "pieces", "piece", "which", "those", "these", "them", "up", "now", "i"}
+_LOCATION_WORDS = {"from", "in", "inside", "out", "on"}  # "from the bin": a place, not a pick
+_MAX_PHRASE_WORDS = 3
+
+
+class IntentError(ValueError):
+    """The text cannot be resolved; `suggestions` lists ontology phrases close to what was typed."""
+
+    def __init__(self, message: str, suggestions: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.suggestions = suggestions
+
+
+@dataclass(frozen=True)
+class ResolvedIntent:
+    text: str
+    ontology_version: str
+    pick_classes: tuple[str, ...]
+    pick_attributes: tuple[str, ...]
+    reject_attributes: tuple[str, ...]
+    prompts: tuple[Prompt, ...]
+    explanation: str
+
+    def wants(self, label: str, attributes: tuple[str, ...] | list[str]) -> bool:
+        """Whether an instance of `label` with `attributes` is a target under this intent."""
+        present = set(attributes)
+        return (label in self.pick_classes and set(self.pick_attributes) <= present
+                and not present & set(self.reject_attributes))
+
+
+def _vocabulary(ontology: Ontology) -> dict[str, tuple[str, str]]:
+    """Phrase -> (kind, name); kind: class, attribute, antonym, pick, reject, filler."""
+    vocabulary: dict[str, tuple[str, str]] = {}
+    for word in _FILLER_WORDS:
+        vocabulary[word] = ("filler", word)
+    for word in _LOCATION_WORDS:
+        vocabulary[word] = ("location", word)
+    for word in _PICK_WORDS:
+        vocabulary[word] = ("pick", word)
+    for word in _REJECT_WORDS:
+        vocabulary[word] = ("reject", word)
+    entries = [(phrase, ("attribute", name)) for name, spec in ontology.attributes.items()
+               for phrase in (name, *spec.synonyms)]
+    entries += [(phrase, ("antonym", name)) for name, spec in ontology.attributes.items() for phrase in spec.antonyms]
+    entries += [(phrase, ("class", name)) for name, spec in ontology.classes.items()
+                for phrase in (name, name.replace("_", " "), *spec.synonyms)]
+    for phrase, meaning in entries:
+        if vocabulary.get(phrase, meaning)[0] in ("filler", "location", "pick", "reject"):
+            raise OntologyError(f"ontology {ontology.version}: '{phrase}' is an intent keyword; "
+                                f"it cannot also name {meaning[1]}")
+        vocabulary[phrase] = meaning
+    return vocabulary
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9_'\-]+|[,;]", text.lower())
+
+
+def resolve_intent(text: str, ontology: Ontology) -> ResolvedIntent:
+    if len(text) > MAX_INTENT_CHARS:
+        raise IntentError(f"intent text is {len(text)} characters; at most {MAX_INTENT_CHARS} are accepted")
+    vocabulary = _vocabulary(ontology)
+    words = _words(text)
+    picked: list[str] = []
+    excluded: list[str] = []
+    pick_attributes: list[str] = []
+    reject_attributes: list[str] = []
+    unknown: list[str] = []
+    rejecting = at_location = False
+    index = 0
+    while index < len(words):
+        if words[index] in (",", ";"):
+            rejecting = False  # a new clause starts picking again: "reject scratched, pick discs"
+            index += 1
+            continue
+        for size in range(_MAX_PHRASE_WORDS, 0, -1):  # longest phrase first: "part a" before "part"
+            phrase = " ".join(words[index:index + size])
+            if phrase in vocabulary and "," not in phrase and ";" not in phrase:
+                kind, name = vocabulary[phrase]
+                break
+        else:
+            unknown.append(words[index])
+            index += 1
+            continue
+        index += size
+        if at_location and kind == "class":
+            at_location = False
+            continue
+        at_location = kind == "location" or (at_location and kind == "filler")
+        if kind == "pick":
+            rejecting = False
+        elif kind == "reject":
+            rejecting = True
+        elif kind == "class":
+            (excluded if rejecting else picked).append(name)
+        elif kind == "attribute":
+            (reject_attributes if rejecting else pick_attributes).append(name)
+        elif kind == "antonym":
+            (pick_attributes if rejecting else reject_attributes).append(name)
+
+    if unknown:
+        askable = sorted(p for p, (kind, name) in vocabulary.items()  # what an operator may ask for
+                         if kind in ("attribute", "antonym") or (kind == "class" and name in ontology.pickable))
+        suggestions = tuple(dict.fromkeys(
+            match for word in unknown for match in difflib.get_close_matches(word, askable, n=3, cutoff=0.5)))
+        hint = f"; did you mean: {', '.join(suggestions)}?" if suggestions else ""
+        raise IntentError(f"unknown word(s) {', '.join(repr(w) for w in unknown)} for ontology "
+                          f"{ontology.version}{hint} Known classes: {', '.join(ontology.pickable)}; "
+                          f"attributes: {', '.join(ontology.attributes)}.", suggestions)
+    not_pickable = sorted({name for name in picked if not ontology.classes[name].pickable})
+    if not_pickable:
+        raise IntentError(f"{', '.join(not_pickable)} can never be picked "
+                          f"(role {ontology.classes[not_pickable[0]].role.name.lower()})")
+    if not (picked or excluded or pick_attributes or reject_attributes):
+        raise IntentError("say what to pick, e.g. 'defective items only', 'pick part_a' or 'good blocks'")
+    conflict = sorted(set(pick_attributes) & set(reject_attributes))
+    if conflict:
+        raise IntentError(f"'{conflict[0]}' is asked for and rejected at once")
+    base = list(dict.fromkeys(picked)) or ontology.pickable
+    pick_classes = tuple(name for name in base if name not in excluded)
+    if not pick_classes:
+        raise IntentError("that leaves nothing to pick")
+    pick_attributes = list(dict.fromkeys(pick_attributes))
+    reject_attributes = list(dict.fromkeys(reject_attributes))
+    prompts = _prompts(ontology, pick_classes, pick_attributes, reject_attributes)
+    return ResolvedIntent(text, ontology.version, pick_classes, tuple(pick_attributes), tuple(reject_attributes),
+                          prompts, _explain(ontology, pick_classes, pick_attributes, reject_attributes))
+
+
+def _prompts(ontology: Ontology, pick_classes, pick_attributes, reject_attributes) -> tuple[Prompt, ...]:
+    """Targets phrased with their wanted attributes; the rejected variants too, so they can be
+    told apart; and every forbidden class, always."""
+    prompts = []
+    for name in pick_classes:
+        for base in ontology.classes[name].prompts:
+            wanted = base
+            for attribute in pick_attributes:
+                wanted = ontology.attributes[attribute].prompt_template.format(wanted)
+            prompts.append(Prompt(wanted, name, tuple(pick_attributes)))
+            for attribute in reject_attributes:
+                prompts.append(Prompt(ontology.attributes[attribute].prompt_template.format(base), name, (attribute,)))
+    for name in ontology.forbidden:
+        prompts.extend(Prompt(text, name) for text in ontology.classes[name].prompts)
+    return tuple(prompts)
+
+
+def _explain(ontology: Ontology, pick_classes, pick_attributes, reject_attributes) -> str:
+    parts = [f"pick {', '.join(pick_classes)}"]
+    if pick_attributes:
+        parts.append(f"only if {' and '.join(pick_attributes)}")
+    if reject_attributes:
+        parts.append(f"never if {' or '.join(reject_attributes)}")
+    return (" ".join(parts) + f"; always keep clear of {', '.join(ontology.forbidden)}"
+            + f" (ontology {ontology.version})")
