@@ -1,0 +1,128 @@
+"""Stateless SAM3 image prediction: RGB images + text prompts -> masks, scores, boxes.
+
+All views go through the backbone as one batch, and all (view, prompt) pairs through the fusion
+encoder, decoder and segmentation head as one batch of "find" queries (`FindStage.img_ids` /
+`text_ids`), so one model serves every view in one call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segmentation_node.sam3_backend.builder import Sam3Model
+from segmentation_node.sam3_backend.device import cpu_redirect
+
+IMAGE_MEAN = 0.5  # sam3's normalisation: (x - 0.5) / 0.5 on [0, 1] pixels
+IMAGE_STD = 0.5
+
+
+@dataclass(eq=False)
+class PromptResult:
+    """What one text prompt found in one image, best first."""
+
+    prompt: str
+    masks: np.ndarray   # N x H x W bool, at the input image size
+    scores: np.ndarray  # N float32 in [0, 1]
+    boxes: np.ndarray   # N x 4 float32 xyxy pixels
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+class Sam3Predictor:
+    """Runs the SAM3 detector; keeps no state between calls."""
+
+    def __init__(self, model: Sam3Model, score_threshold: float = 0.5, max_detections: int = 20,
+                 nms_iou: float = 0.7):
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        if max_detections < 1:
+            raise ValueError(f"max_detections must be >= 1, got {max_detections}")
+        self.model = model
+        self.score_threshold = score_threshold
+        self.max_detections = max_detections
+        self.nms_iou = nms_iou
+
+    def predict(self, image: np.ndarray, prompts: Sequence[str]) -> list[PromptResult]:
+        """One image, several prompts."""
+        return self.predict_batch([image], prompts)[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray], prompts: Sequence[str]
+                      ) -> list[list[PromptResult]]:
+        """Several images (one backbone batch), several prompts: results[view][prompt]."""
+        with torch.inference_mode(), cpu_redirect():
+            backbone_out = self.encode_images(images)
+            return self.detect(backbone_out, [image.shape[:2] for image in images], prompts)
+
+    def encode_images(self, images: Sequence[np.ndarray]) -> dict:
+        """Backbone features for a batch of images (call under inference_mode + cpu_redirect)."""
+        if not images:
+            raise ValueError("need at least one image")
+        for image in images:
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image.dtype} "
+                                 f"{image.shape}")
+        batch = torch.stack([self._preprocess(image) for image in images])
+        return self.model.detector.backbone.forward_image(batch)
+
+    def detect(self, backbone_out: dict, image_sizes: Sequence[tuple[int, int]],
+               prompts: Sequence[str]) -> list[list[PromptResult]]:
+        if not prompts:
+            return [[] for _ in image_sizes]
+        from sam3.model.data_misc import FindStage
+
+        detector = self.model.detector
+        device = self.model.device
+        views, n_prompts = len(image_sizes), len(prompts)
+        # Text encoded once per prompt; queries pair every view with every prompt, view-major.
+        text_out = detector.backbone.forward_text(list(prompts), device=device)
+        img_ids = torch.arange(views, device=device).repeat_interleave(n_prompts)
+        text_ids = torch.arange(n_prompts, device=device).repeat(views)
+        find_input = FindStage(img_ids=img_ids, text_ids=text_ids, input_boxes=None,
+                               input_boxes_mask=None, input_boxes_label=None, input_points=None,
+                               input_points_mask=None)
+        out = detector.forward_grounding(
+            backbone_out={**backbone_out, **text_out}, find_input=find_input, find_target=None,
+            geometric_prompt=detector._get_dummy_prompt(num_prompts=views * n_prompts))
+        # Instance score = query probability x image-level presence probability (as sam3 does).
+        scores = out["pred_logits"].sigmoid().squeeze(-1) * out["presence_logit_dec"].sigmoid()
+        results = []
+        for view, (height, width) in enumerate(image_sizes):
+            row = []
+            for index, prompt in enumerate(prompts):
+                query = view * n_prompts + index
+                row.append(self._select(prompt, scores[query], out["pred_boxes"][query],
+                                        out["pred_masks"][query], height, width))
+            results.append(row)
+        return results
+
+    def _preprocess(self, image: np.ndarray) -> torch.Tensor:
+        size = self.model.image_size
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.model.device)
+        pixels = pixels.permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
+        # sam3 squashes any aspect ratio into its square input; masks are resized back.
+        pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False,
+                               antialias=True)
+        return ((pixels - IMAGE_MEAN) / IMAGE_STD).squeeze(0)
+
+    def _select(self, prompt: str, scores: torch.Tensor, boxes_cxcywh: torch.Tensor,
+                mask_logits: torch.Tensor, height: int, width: int) -> PromptResult:
+        from sam3.model.box_ops import box_cxcywh_to_xyxy
+        from torchvision.ops import nms
+
+        keep = torch.nonzero(scores >= self.score_threshold).squeeze(1)
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32,
+                             device=scores.device)
+        boxes = box_cxcywh_to_xyxy(boxes_cxcywh[keep].float()) * scale
+        # Duplicates of one instance would crowd out the rest under max_detections.
+        keep = keep[nms(boxes, scores[keep].float(), self.nms_iou)][: self.max_detections]
+        boxes = box_cxcywh_to_xyxy(boxes_cxcywh[keep].float()) * scale
+        masks = F.interpolate(mask_logits[keep].unsqueeze(1).float(), size=(height, width),
+                              mode="bilinear", align_corners=False).squeeze(1) > 0
+        return PromptResult(prompt=prompt, masks=masks.cpu().numpy(),
+                            scores=scores[keep].float().clamp(0, 1).cpu().numpy(),
+                            boxes=boxes.cpu().numpy())

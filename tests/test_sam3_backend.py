@@ -1,0 +1,181 @@
+"""SAM3 backend on a small random-init model of the real architecture (CPU, seconds).
+
+Random weights give meaningless masks: these tests check contracts and behaviour (shapes,
+determinism, bounded stream state, track ids, errors), not accuracy."""
+from __future__ import annotations
+
+import resource
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from segmentation_node.perception.types import CameraFrame, Detection, Prompt
+from segmentation_node.sam3_backend.backend import Sam3Backend, Sam3BackendError
+from segmentation_node.sam3_backend.builder import (build_full_size_sam3_random, build_sam3,
+                                                    build_small_sam3)
+from segmentation_node.sam3_backend.predictor import Sam3Predictor
+from segmentation_node.synthetic.render import render_frame_set
+from segmentation_node.synthetic.scene import ClipConfig, generate_clip
+
+IMAGE_SIZE = 112  # the smallest input the small model takes: fastest tests
+PROMPTS = [Prompt("metal part", "part"), Prompt("bin", "bin")]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_small_sam3(image_size=IMAGE_SIZE, seed=0)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return generate_clip(ClipConfig(seed=3, views=2, width=128, height=96, frames=12))
+
+
+def frame_set(clip, index: int) -> list[CameraFrame]:
+    return [CameraFrame(f"cam{view}", clip.frames[index].stamp_ns, render.image)
+            for view, render in enumerate(render_frame_set(clip, index))]
+
+
+def always_present(model) -> None:
+    """Random tracker weights call most objects absent; bias the object-score head so the
+    tracker keeps every object, which makes propagation observable."""
+    head = model.tracker.sam_mask_decoder.pred_obj_score_head
+    last = [m for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.bias.fill_(20.0)
+
+
+def test_predictor_output_contract(model, clip):
+    images = [frame.image for frame in frame_set(clip, 0)]
+    prediction = Sam3Predictor(model, score_threshold=0.0, max_detections=3).predict_batch(
+        images, [p.text for p in PROMPTS])
+    assert len(prediction) == 2
+    for row in prediction:
+        assert [r.prompt for r in row] == [p.text for p in PROMPTS]
+        for result in row:
+            assert 1 <= len(result) <= 3
+            assert result.masks.shape == (len(result), 96, 128) and result.masks.dtype == bool
+            assert result.scores.dtype == np.float32
+            assert ((result.scores >= 0) & (result.scores <= 1)).all()
+            assert (np.diff(result.scores) <= 0).all()  # best first
+            assert result.boxes.shape == (len(result), 4)
+            assert (result.boxes[:, 2:] >= result.boxes[:, :2]).all()
+    assert Sam3Predictor(model, score_threshold=1.0).predict(images[0], ["bin"])[0].masks.shape == (0, 96, 128)
+
+
+def test_batched_views_match_single_view(model, clip):
+    images = [frame.image for frame in frame_set(clip, 0)]
+    predictor = Sam3Predictor(model, score_threshold=0.0, max_detections=5)
+    batched = predictor.predict_batch(images, ["bin"])[1][0]
+    single = predictor.predict(images[1], ["bin"])[0]
+    np.testing.assert_allclose(batched.scores, single.scores, atol=1e-4)
+
+
+def test_same_seed_same_model_and_output(model, clip):
+    image = frame_set(clip, 0)[0].image
+    twin = build_small_sam3(image_size=IMAGE_SIZE, seed=0)
+    other = build_small_sam3(image_size=IMAGE_SIZE, seed=1)
+    assert twin.model_version == model.model_version != other.model_version
+    first, second = (Sam3Predictor(m, score_threshold=0.0).predict(image, ["bin"])[0]
+                     for m in (model, twin))
+    np.testing.assert_array_equal(first.scores, second.scores)
+    np.testing.assert_array_equal(first.masks, second.masks)
+    weights, other_weights = model.detector.state_dict(), other.detector.state_dict()
+    assert not all(torch.equal(weights[k], other_weights[k]) for k in weights)
+
+
+def test_backend_returns_detections(model, clip):
+    backend = Sam3Backend(model, score_threshold=0.0, max_detections=2)
+    assert backend.name == "sam3" and backend.model_version == model.model_version
+    result = backend.process(frame_set(clip, 0), PROMPTS, keyframe=True)
+    assert len(result) == 2
+    for detections in result:
+        assert detections
+        ids = [d.track_id for d in detections]
+        assert len(set(ids)) == len(ids) and min(ids) >= 1
+        for detection in detections:
+            assert isinstance(detection, Detection)
+            assert detection.mask.shape == (96, 128) and detection.mask.dtype == bool
+            assert 0.0 <= detection.score <= 1.0
+            assert (detection.prompt, detection.label) in {(p.text, p.label) for p in PROMPTS}
+
+
+def test_stream_state_stays_bounded(model, clip):
+    backend = Sam3Backend(model, score_threshold=0.0, max_detections=5, max_objects=3,
+                          max_memory_frames=2)
+    for index in range(12):
+        backend.process(frame_set(clip, index), PROMPTS, keyframe=index % 4 == 0)
+        for stream in backend.streams.values():
+            assert len(stream.tracks) <= 3
+            assert stream.memory_frames <= 1 + 2  # one conditioning frame + the bounded rest
+    assert set(backend.streams) == {"cam0", "cam1"}
+    backend.reset()
+    assert not backend.streams
+
+
+def test_track_ids_persist():
+    model = build_small_sam3(image_size=IMAGE_SIZE, seed=0)
+    always_present(model)
+    clip = generate_clip(ClipConfig(seed=3, views=2, width=128, height=96, frames=4))
+    backend = Sam3Backend(model, score_threshold=0.0, max_detections=2)
+
+    def ids(result):
+        return [sorted(d.track_id for d in view) for view in result]
+
+    first = frame_set(clip, 0)
+    keyed = ids(backend.process(first, PROMPTS, keyframe=True))
+    assert all(keyed)
+    # A keyframe that re-detects the same instances matches them to their tracks by mask IoU.
+    assert ids(backend.process(first, PROMPTS, keyframe=True)) == keyed
+    for index in range(1, 4):  # tracker propagation keeps every id
+        assert ids(backend.process(frame_set(clip, index), PROMPTS, keyframe=False)) == keyed
+
+
+def test_prompt_change_forces_detection(model, clip):
+    backend = Sam3Backend(model, score_threshold=0.0, max_detections=1)
+    backend.process(frame_set(clip, 0), PROMPTS[:1], keyframe=True)
+    result = backend.process(frame_set(clip, 1), PROMPTS[1:], keyframe=False)
+    assert all(d.label == "bin" for view in result for d in view)
+    assert all(view for view in result)
+
+
+def test_missing_or_empty_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found.*never downloaded"):
+        build_sam3(tmp_path / "sam3.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        build_sam3(tmp_path / "empty.pt")
+
+
+def test_model_failure_surfaces_as_backend_error(model, clip, monkeypatch):
+    backend = Sam3Backend(model, score_threshold=0.0)
+    backend.process(frame_set(clip, 0), PROMPTS, keyframe=True)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated kernel failure")
+
+    monkeypatch.setattr(model.detector.backbone, "forward_image", broken)
+    with pytest.raises(Sam3BackendError, match="simulated kernel failure"):
+        backend.process(frame_set(clip, 1), PROMPTS, keyframe=False)
+    assert not backend.streams  # state dropped: the next call starts clean
+    monkeypatch.undo()
+    bad = [CameraFrame("cam0", 0, np.zeros((96, 128), np.uint8))]
+    with pytest.raises(Sam3BackendError, match="uint8 RGB"):
+        backend.process(bad, PROMPTS, keyframe=True)
+
+
+@pytest.mark.slow
+def test_full_size_architecture_one_frame(clip):
+    start = time.perf_counter()
+    model = build_full_size_sam3_random(seed=0)
+    built = time.perf_counter()
+    result = Sam3Backend(model, score_threshold=0.0, max_detections=3).process(
+        frame_set(clip, 0)[:1], PROMPTS[:1], keyframe=True)
+    done = time.perf_counter()
+    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"full-size SAM3: {model.parameter_count / 1e6:.1f}M params, build {built - start:.1f} s, "
+          f"one view at {model.image_size}px {done - built:.1f} s, peak RSS {rss_gib:.2f} GiB")
+    assert len(result) == 1 and result[0]
+    assert result[0][0].mask.shape == (96, 128)
