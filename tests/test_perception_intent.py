@@ -28,6 +28,7 @@ def test_bundled_ontology_is_versioned_and_complete(ontology):
     ("Pick part A and part B", ("part_a", "part_b"), (), ()),
     ("good blocks", ("part_b",), (), ("defective",)),
     ("everything except discs", ("part_b",), (), ()),
+    ("pick everything", ("part_a", "part_b"), (), ()),
     ("damaged washers", ("part_a",), ("defective",), ()),
     ("take the good discs out of the bin", ("part_a",), (), ("defective",)),
     ("reject scratched; pick blocks", ("part_b",), (), ("scratched",)),

@@ -19,9 +19,10 @@ MAX_INTENT_CHARS = 300
 _PICK_WORDS = {"pick", "take", "grab", "get", "only", "just", "select", "want"}
 _REJECT_WORDS = {"reject", "skip", "ignore", "exclude", "except", "avoid", "not", "no", "without", "leave",
                  "but", "never", "dont", "don't"}
-_FILLER_WORDS = {"the", "a", "an", "all", "any", "items", "item", "ones", "one", "please", "and", "or", "of",
-                 "with", "that", "are", "is", "parts", "part", "objects", "object", "everything", "anything",
+_FILLER_WORDS = {"the", "a", "an", "any", "items", "item", "ones", "one", "please", "and", "or", "of",
+                 "with", "that", "are", "is", "parts", "part", "objects", "object",
                  "pieces", "piece", "which", "those", "these", "them", "up", "now", "i"}
+_EVERYTHING_WORDS = {"everything", "anything", "all"}
 _LOCATION_WORDS = {"from", "in", "inside", "out", "on"}  # "from the bin": a place, not a pick
 _MAX_PHRASE_WORDS = 3
 
@@ -58,6 +59,8 @@ def _vocabulary(ontology: Ontology) -> dict[str, tuple[str, str]]:
         vocabulary[word] = ("filler", word)
     for word in _LOCATION_WORDS:
         vocabulary[word] = ("location", word)
+    for word in _EVERYTHING_WORDS:
+        vocabulary[word] = ("everything", word)
     for word in _PICK_WORDS:
         vocabulary[word] = ("pick", word)
     for word in _REJECT_WORDS:
@@ -68,7 +71,7 @@ def _vocabulary(ontology: Ontology) -> dict[str, tuple[str, str]]:
     entries += [(phrase, ("class", name)) for name, spec in ontology.classes.items()
                 for phrase in (name, name.replace("_", " "), *spec.synonyms)]
     for phrase, meaning in entries:
-        if vocabulary.get(phrase, meaning)[0] in ("filler", "location", "pick", "reject"):
+        if vocabulary.get(phrase, meaning)[0] in ("filler", "location", "everything", "pick", "reject"):
             raise OntologyError(f"ontology {ontology.version}: '{phrase}' is an intent keyword; "
                                 f"it cannot also name {meaning[1]}")
         vocabulary[phrase] = meaning
@@ -89,7 +92,7 @@ def resolve_intent(text: str, ontology: Ontology) -> ResolvedIntent:
     pick_attributes: list[str] = []
     reject_attributes: list[str] = []
     unknown: list[str] = []
-    rejecting = at_location = False
+    rejecting = at_location = everything = False
     index = 0
     while index < len(words):
         if words[index] in (",", ";"):
@@ -112,6 +115,8 @@ def resolve_intent(text: str, ontology: Ontology) -> ResolvedIntent:
         at_location = kind == "location" or (at_location and kind == "filler")
         if kind == "pick":
             rejecting = False
+        elif kind == "everything":
+            everything = True
         elif kind == "reject":
             rejecting = True
         elif kind == "class":
@@ -134,7 +139,7 @@ def resolve_intent(text: str, ontology: Ontology) -> ResolvedIntent:
     if not_pickable:
         raise IntentError(f"{', '.join(not_pickable)} can never be picked "
                           f"(role {ontology.classes[not_pickable[0]].role.name.lower()})")
-    if not (picked or excluded or pick_attributes or reject_attributes):
+    if not (picked or excluded or pick_attributes or reject_attributes or everything):
         raise IntentError("say what to pick, e.g. 'defective items only', 'pick part_a' or 'good blocks'")
     conflict = sorted(set(pick_attributes) & set(reject_attributes))
     if conflict:
@@ -151,20 +156,28 @@ def resolve_intent(text: str, ontology: Ontology) -> ResolvedIntent:
 
 
 def _prompts(ontology: Ontology, pick_classes, pick_attributes, reject_attributes) -> tuple[Prompt, ...]:
-    """Targets phrased with their wanted attributes; the rejected variants too, so they can be
-    told apart; and every forbidden class, always."""
+    """Every pickable class, also those not asked for, so their tracks already exist (and are
+    stable) when the next intent asks for them; the picked classes phrased with the wanted and
+    the rejected attributes, so those can be told apart; and every forbidden class, always."""
     prompts = []
-    for name in pick_classes:
+    for name in ontology.pickable:
         for base in ontology.classes[name].prompts:
-            wanted = base
-            for attribute in pick_attributes:
-                wanted = ontology.attributes[attribute].prompt_template.format(wanted)
-            prompts.append(Prompt(wanted, name, tuple(pick_attributes)))
+            prompts.append(Prompt(base, name))
+            if name not in pick_classes:
+                continue
+            if pick_attributes:
+                wanted = base
+                for attribute in pick_attributes:
+                    wanted = ontology.attributes[attribute].prompt_template.format(wanted)
+                prompts.append(Prompt(wanted, name, tuple(pick_attributes)))
             for attribute in reject_attributes:
                 prompts.append(Prompt(ontology.attributes[attribute].prompt_template.format(base), name, (attribute,)))
-    for name in ontology.forbidden:
-        prompts.extend(Prompt(text, name) for text in ontology.classes[name].prompts)
-    return tuple(prompts)
+    return tuple(prompts) + forbidden_prompts(ontology)
+
+
+def forbidden_prompts(ontology: Ontology) -> tuple[Prompt, ...]:
+    """What the detector always looks for, with or without an intent."""
+    return tuple(Prompt(text, name) for name in ontology.forbidden for text in ontology.classes[name].prompts)
 
 
 def _explain(ontology: Ontology, pick_classes, pick_attributes, reject_attributes) -> str:

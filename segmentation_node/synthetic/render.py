@@ -37,6 +37,7 @@ class ViewRender:
     image: np.ndarray         # H x W x 3 uint8, rgb8
     instance_map: np.ndarray  # H x W uint16 track ids, 0 = background
     instances: tuple[InstanceTruth, ...]
+    defect_mask: np.ndarray   # H x W bool: visible defect marks (scratches)
 
     def mask(self, track_id: int) -> np.ndarray:
         return self.instance_map == track_id
@@ -77,6 +78,7 @@ def render_view(clip: Clip, frame: FrameState, view_index: int, noise: bool = Tr
     specular = np.full(pixels, TABLE.specular)
     shininess = np.full(pixels, TABLE.shininess)
     unoccluded: dict[int, int] = {}
+    defect = np.zeros(pixels, dtype=bool)
 
     for obj in frame.objects:
         covered = []  # pixel indices the object would cover with nothing in front of it
@@ -97,10 +99,12 @@ def render_view(clip: Clip, frame: FrameState, view_index: int, noise: bool = Tr
             color[won] = surface.material.color
             specular[won] = surface.material.specular
             shininess[won] = surface.material.shininess
+            defect[won] = False
             if surface.defect is not None:
                 scratched = won[_defect_pixels(surface, local[nearer])]
                 color[scratched] = DEFECT_COLOR
                 specular[scratched] = 0.02  # a scratch is matte, even on polished steel
+                defect[scratched] = True
         unoccluded[obj.track_id] = int(np.unique(np.concatenate(covered)).size) if covered else 0
 
     image = _shade(frame, origin, directions, depth, normals, color, specular, shininess).reshape(height, width, 3)
@@ -111,7 +115,7 @@ def render_view(clip: Clip, frame: FrameState, view_index: int, noise: bool = Tr
     image_u8 = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
     instance_map = track.reshape(height, width)
     return ViewRender(camera, frame.stamp_ns, image_u8, instance_map,
-                      _instances(frame, instance_map, unoccluded))
+                      _instances(frame, instance_map, unoccluded), defect.reshape(height, width))
 
 
 def _shade(frame, origin, directions, depth, normals, color, specular, shininess) -> np.ndarray:

@@ -94,6 +94,7 @@ class ClipConfig:
     parts: int = 9
     picks: int = 2
     hand: bool = True
+    tool: bool = True       # a screwdriver left beside the bin
     stacking: bool = True
     start_stamp_ns: int = 1_700_000_000_000_000_000
 
@@ -247,7 +248,7 @@ def _hand_at(fraction: float, start: np.ndarray, reach: np.ndarray) -> SceneObje
 def generate_clip(config: ClipConfig) -> Clip:
     rng = np.random.default_rng(config.seed)
     parts = _place_parts(config, rng)
-    static = [_bin(), *_fixtures(), _tool()]
+    static = [_bin(), *_fixtures()] + ([_tool()] if config.tool else [])
 
     # Picks: only parts with nothing on top, spread over the clip outside the hand's visit
     # (30-78 %: the robot does not pick while a person reaches in).

@@ -1,0 +1,136 @@
+"""Roles and the one verdict the grasp planner obeys.
+
+A frame set is actionable only if the gate is RUNNING, every camera is fresh, the backend did
+not fail, an intent is in force, no auto-pause class is in view, and at least one target passes
+its score and stability thresholds with no forbidden or intrusion region touching it (dilated)
+in any view. Targets that fail a check are demoted to IGNORE, so in an actionable result every
+ROLE_TARGET instance is safe to pick.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from segmentation_node.contract import GateState, Reason, Role, Source
+from segmentation_node.perception.intent import ResolvedIntent
+from segmentation_node.perception.ontology import Ontology
+
+
+@dataclass(eq=False)
+class Instance:
+    """One instance in one view after tracking and role assignment."""
+
+    camera: str
+    track_id: int  # global id: the same for the object in every view; 0 = untracked region
+    label: str
+    attributes: tuple[str, ...]
+    prompt: str
+    source: Source
+    score: float
+    stability: float
+    mask: np.ndarray
+    role: Role = Role.UNKNOWN
+
+
+def assign_role(instance: Instance, ontology: Ontology, intent: ResolvedIntent | None) -> Role:
+    if instance.source is Source.INTRUSION:
+        return Role.FORBIDDEN
+    spec = ontology.classes.get(instance.label)
+    if spec is None:
+        return Role.UNKNOWN
+    if spec.role is Role.TARGET:
+        return Role.TARGET if intent is not None and intent.wants(instance.label, instance.attributes) else Role.IGNORE
+    return spec.role
+
+
+@dataclass(frozen=True)
+class ActionabilityConfig:
+    clearance_px: int = 8            # targets are dilated this much before the forbidden check
+    auto_pause_min_score: float = 0.5
+
+
+@dataclass(frozen=True)
+class Verdict:
+    actionable: bool
+    confidence: float
+    reasons: tuple[tuple[Reason, str], ...] = ()
+    auto_pause_labels: tuple[str, ...] = ()  # auto-pause classes seen: the gate must stop
+    blocked_targets: dict[int, Reason] = field(default_factory=dict)  # global id -> why demoted
+
+
+def decide(views: dict[str, list[Instance]], camera_problems: dict[str, str], gate: GateState,
+           ontology: Ontology, intent: ResolvedIntent | None, config: ActionabilityConfig = ActionabilityConfig(),
+           model_error: str | None = None) -> Verdict:
+    """Judge one frame set; demotes blocked targets to IGNORE in place."""
+    reasons: list[tuple[Reason, str]] = []
+    if gate is not GateState.RUNNING:
+        reasons.append((Reason.GATE_NOT_RUNNING, f"safety gate is {gate.name}"))
+    if camera_problems:
+        reasons.append((Reason.CAMERA_NOT_FRESH, "; ".join(f"{c}: {p}" for c, p in sorted(camera_problems.items()))))
+    if model_error:
+        reasons.append((Reason.MODEL_ERROR, f"segmentation failed: {model_error}"))
+    if intent is None:
+        reasons.append((Reason.NO_INTENT, "no operator intent is in force"))
+
+    instances = [i for items in views.values() for i in items]
+    auto_pause = sorted({i.label for i in instances if i.label in ontology.classes
+                         and ontology.classes[i.label].auto_pause and i.score >= config.auto_pause_min_score})
+    if auto_pause:
+        reasons.append((Reason.AUTO_PAUSE_CLASS, f"{', '.join(auto_pause)} in the workspace"))
+
+    blocked = _blocked_targets(views, ontology, config)
+    targets = {i.track_id for i in instances if i.role is Role.TARGET}
+    for instance in instances:
+        if instance.role is Role.TARGET and instance.track_id in blocked:
+            instance.role = Role.IGNORE
+    pickable = targets - set(blocked)
+    if intent is not None and not targets:
+        reasons.append((Reason.NO_TARGET, f"nothing matches the intent: {intent.explanation}"))
+    elif targets and not pickable:
+        for reason in sorted(set(blocked.values())):
+            count = sum(1 for r in blocked.values() if r is reason)
+            reasons.append((reason, f"{count} target(s) {_BLOCK_TEXT[reason]}"))
+    scores = [i.score for i in instances if i.track_id in pickable]
+    confidence = float(np.mean(scores)) if scores else 0.0
+    return Verdict(not reasons, confidence, tuple(reasons), tuple(auto_pause), blocked)
+
+
+_BLOCK_TEXT = {
+    Reason.LOW_CONFIDENCE: "below their score threshold",
+    Reason.UNSTABLE: "not yet temporally stable",
+    Reason.FORBIDDEN_NEAR_TARGET: "touched by a forbidden or intrusion region",
+}
+
+
+def _blocked_targets(views: dict[str, list[Instance]], ontology: Ontology,
+                     config: ActionabilityConfig) -> dict[int, Reason]:
+    """Global ids of targets that may not be picked, with the first failed check: too close to
+    a forbidden region in any view, else best score or stability over the views too low."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * config.clearance_px + 1,) * 2)
+    near_forbidden, best_score, best_stability = set(), {}, {}
+    for items in views.values():
+        forbidden = None
+        for instance in items:
+            if instance.role is Role.FORBIDDEN:
+                forbidden = instance.mask if forbidden is None else forbidden | instance.mask
+        for instance in items:
+            if instance.role is not Role.TARGET:
+                continue
+            best_score[instance.track_id] = max(best_score.get(instance.track_id, 0.0), instance.score)
+            best_stability[instance.track_id] = max(best_stability.get(instance.track_id, 0.0), instance.stability)
+            if forbidden is not None:
+                grown = cv2.dilate(instance.mask.astype(np.uint8), kernel).astype(bool)
+                if (grown & forbidden).any():
+                    near_forbidden.add(instance.track_id)
+    blocked = {}
+    labels = {i.track_id: i.label for items in views.values() for i in items}
+    for track_id, score in best_score.items():
+        if track_id in near_forbidden:
+            blocked[track_id] = Reason.FORBIDDEN_NEAR_TARGET
+        elif score < ontology.classes[labels[track_id]].min_score:
+            blocked[track_id] = Reason.LOW_CONFIDENCE
+        elif best_stability[track_id] < ontology.min_stability:
+            blocked[track_id] = Reason.UNSTABLE
+    return blocked

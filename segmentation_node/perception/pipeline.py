@@ -1,0 +1,129 @@
+"""One frame set through the whole ROS-free core: backend (detector on keyframes, propagation
+between) -> per-view tracks -> one id per object across views -> roles -> verdict.
+
+The segmentation node wraps this; tests and the evaluation CLI drive it directly.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from segmentation_node.contract import GateState, Role, Source
+from segmentation_node.perception.actionability import ActionabilityConfig, Instance, Verdict, assign_role, decide
+from segmentation_node.perception.intent import ResolvedIntent, forbidden_prompts
+from segmentation_node.perception.ontology import Ontology
+from segmentation_node.perception.tracking import CrossViewIdentity, ViewGeometry, ViewTracker, mask_iou
+from segmentation_node.perception.types import CameraFrame, Detection, SegmentationBackend
+
+# Target-class detections below this share of their class threshold are noise, not "low confidence".
+_NOISE_SHARE = 0.5
+_SAME_OBJECT_IOU = 0.7
+
+
+@dataclass
+class KeyframeScheduler:
+    """Full detection every `interval` frame sets, and at once after an intent change or when
+    tracks were lost; the backend propagates its tracks in between."""
+
+    interval: int = 5
+    _since_keyframe: int | None = None
+
+    def next(self, force: bool) -> bool:
+        keyframe = force or self._since_keyframe is None or self._since_keyframe + 1 >= self.interval
+        self._since_keyframe = 0 if keyframe else self._since_keyframe + 1
+        return keyframe
+
+
+@dataclass(frozen=True)
+class FrameSetOutcome:
+    views: dict[str, list[Instance]]
+    verdict: Verdict
+    inference_ms: float
+    keyframe: bool
+
+
+@dataclass
+class PerceptionPipeline:
+    backend: SegmentationBackend
+    ontology: Ontology
+    geometry: dict[str, ViewGeometry]
+    actionability: ActionabilityConfig = ActionabilityConfig()
+    scheduler: KeyframeScheduler = field(default_factory=KeyframeScheduler)
+    intent: ResolvedIntent | None = None
+    _trackers: dict[str, ViewTracker] = field(default_factory=dict)
+    _identity: CrossViewIdentity | None = None
+    _intent_changed: bool = True
+    _tracks_lost: bool = False
+
+    def __post_init__(self):
+        self._identity = CrossViewIdentity(self.geometry, plane_labels=frozenset(self.ontology.pickable))
+
+    def set_intent(self, intent: ResolvedIntent) -> None:
+        """Takes effect on the next frame set, which is a keyframe."""
+        self.intent = intent
+        self._intent_changed = True
+
+    def process(self, views: Sequence[CameraFrame], gate: GateState,
+                camera_problems: dict[str, str] | None = None) -> FrameSetOutcome:
+        camera_problems = dict(camera_problems or {})
+        keyframe = self.scheduler.next(self._intent_changed or self._tracks_lost)
+        self._intent_changed = False
+        prompts = self.intent.prompts if self.intent else forbidden_prompts(self.ontology)
+        started = time.perf_counter()
+        try:
+            detections = self.backend.process(views, prompts, keyframe)
+            model_error = None
+        except Exception as error:  # noqa: BLE001 - any backend failure must fail safe, not crash
+            detections = [[] for _ in views]
+            model_error = f"{type(error).__name__}: {error}"
+            self.backend.reset()
+        inference_ms = (time.perf_counter() - started) * 1000.0
+        instances = {view.camera: self._track(view.camera, self._keep(found)) for view, found in zip(views, detections)}
+        self._tracks_lost = any(track.age > 0 for tracker in self._trackers.values() for track in tracker.tracks)
+        verdict = decide(instances, camera_problems, gate, self.ontology, self.intent, self.actionability, model_error)
+        return FrameSetOutcome(instances, verdict, inference_ms, keyframe)
+
+    def reset(self) -> None:
+        """New scene: forget every track and id."""
+        self.backend.reset()
+        self._trackers.clear()
+        self._identity = CrossViewIdentity(self.geometry, plane_labels=frozenset(self.ontology.pickable))
+        self._intent_changed = True
+
+    def _keep(self, detections: list[Detection]) -> list[Detection]:
+        """Drop noise, then merge one object found by several prompts of its class ("metal
+        disc", "defective metal disc"): best score, union of attributes."""
+        kept: list[Detection] = []
+        for detection in detections:
+            spec = self.ontology.classes.get(detection.label)
+            if spec is not None:
+                floor = spec.min_score if spec.role is Role.FORBIDDEN else _NOISE_SHARE * spec.min_score
+                if detection.score < floor:
+                    continue
+            twin = next((k for k in kept if k.label == detection.label and k.source is detection.source
+                         and mask_iou(k.mask, detection.mask) >= _SAME_OBJECT_IOU), None)
+            if twin is None:
+                kept.append(detection)
+                continue
+            twin.attributes = tuple(dict.fromkeys(twin.attributes + detection.attributes))
+            if detection.score > twin.score:
+                twin.mask, twin.score, twin.prompt = detection.mask, detection.score, detection.prompt
+        return kept
+
+    def _track(self, camera: str, detections: list[Detection]) -> list[Instance]:
+        tracked = [d for d in detections if d.source is not Source.INTRUSION]
+        tracker = self._trackers.setdefault(camera, ViewTracker())
+        tracks = tracker.update(tracked)
+        global_ids = self._identity.assign(camera, tracks)
+        instances = []
+        for detection, track, global_id in zip(tracked, tracks, global_ids):
+            instances.append(Instance(camera, global_id, detection.label, detection.attributes, detection.prompt,
+                                      detection.source, detection.score, track.stability, detection.mask))
+        for detection in detections:
+            if detection.source is Source.INTRUSION:
+                instances.append(Instance(camera, 0, detection.label, (), "", detection.source, detection.score,
+                                          1.0, detection.mask))
+        for instance in instances:
+            instance.role = assign_role(instance, self.ontology, self.intent)
+        return instances

@@ -1,0 +1,69 @@
+"""Commissioning of the classical backend on the synthetic cell: colour classifier trained on
+ground truth of scenes other than the one evaluated, empty-cell backgrounds, pick zones."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+
+from segmentation_node.perception.classical import (
+    BACKGROUND_CLASS, DEFECT_CLASS, BackgroundModel, ClassicalBackend, ColorClassifier, ViewSetup)
+from segmentation_node.perception.zones import zone_mask
+from segmentation_node.synthetic.camera import PinholeCamera
+from segmentation_node.synthetic.render import render_frame_set
+from segmentation_node.synthetic.scene import BIN_HALF, BIN_WALL_HEIGHT, DEFAULT_ROLES, Clip, ClipConfig, generate_clip
+
+CLASSES = (BACKGROUND_CLASS, *sorted(label for label in DEFAULT_ROLES if label != "bin"), DEFECT_CLASS)
+PART_CLASSES = ("part_a", "part_b")
+
+
+GAINS = (0.8, 1.0, 1.2)  # lighting augmentation: the cell gets dimmer and brighter than rendered
+
+
+def train_classifier(template: ClipConfig, seeds: Sequence[int] = (101, 102, 103),
+                     frames_per_clip: int = 6) -> ColorClassifier:
+    """Learn colours from rendered clips of other seeds: frames spread over each clip so the
+    hand, the picks and the dimmed light are all seen, each at several brightness gains."""
+    images, label_maps, areas = [], [], {}
+    for seed in seeds:
+        clip = generate_clip(replace(template, seed=seed))
+        for index in np.linspace(0, len(clip.frames) - 1, frames_per_clip).round().astype(int):
+            labels_of = {o.track_id: o.label for o in clip.frames[index].objects}
+            for view in render_frame_set(clip, int(index)):
+                lookup = np.zeros(int(view.instance_map.max()) + 1, dtype=np.uint8)
+                for track_id, label in labels_of.items():
+                    if label in CLASSES and track_id < lookup.size:
+                        lookup[track_id] = CLASSES.index(label)
+                labels = lookup[view.instance_map]
+                labels[view.defect_mask] = CLASSES.index(DEFECT_CLASS)
+                for gain in GAINS:
+                    images.append(np.clip(view.image.astype(np.float32) * gain, 0, 255).astype(np.uint8))
+                    label_maps.append(labels)
+                for instance in view.instances:
+                    if instance.visible_fraction > 0.9:
+                        areas.setdefault(instance.label, []).append(instance.area)
+    typical = {label: float(np.median(values)) for label, values in areas.items() if label in CLASSES}
+    return ColorClassifier.fit(images, label_maps, CLASSES, typical)
+
+
+def bin_zone(camera: PinholeCamera) -> np.ndarray:
+    """The bin's box, floor to rim, as a pixel mask of the camera."""
+    (hx, hy), top = BIN_HALF, BIN_WALL_HEIGHT
+    corners = np.array([[x, y, z] for x in (-hx, hx) for y in (-hy, hy) for z in (0.0, top)])
+    return zone_mask(corners, camera.intrinsics, camera.world_from_camera, camera.width, camera.height)
+
+
+def empty_cell_backgrounds(clip: Clip, frames: int = 3) -> dict[str, BackgroundModel]:
+    """What commissioning records before parts arrive: the cell with bin and fixtures only."""
+    empty = generate_clip(replace(clip.config, parts=0, picks=0, hand=False, tool=False))
+    indices = np.linspace(0, len(empty.frames) - 1, min(frames, len(empty.frames))).round().astype(int)
+    renders = [render_frame_set(empty, int(index)) for index in indices]
+    return {camera.name: BackgroundModel.fit([views[i].image for views in renders])
+            for i, camera in enumerate(clip.cameras)}
+
+
+def classical_backend(clip: Clip, classifier: ColorClassifier) -> ClassicalBackend:
+    backgrounds = empty_cell_backgrounds(clip)
+    views = {camera.name: ViewSetup(backgrounds[camera.name], bin_zone(camera)) for camera in clip.cameras}
+    return ClassicalBackend(classifier, views, split_parts=PART_CLASSES)
