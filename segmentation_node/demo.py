@@ -1,33 +1,43 @@
 """workcell_demo: the embedded default workcell on the CPU.
 
 Generates (once, then from cache) the bundled synthetic 3-view workcell clip, exports it as
-COCO and a rosbag2 recording, and writes what a person looks at: an overview picture of key
-moments with the ground-truth targets and forbidden regions drawn, and a summary.
+COCO and a rosbag2 recording, runs the perception pipeline with the classical backend over it
+(an intent change, the hand entering, picks), and writes what a person looks at: an overview
+picture of key moments with the predicted targets and forbidden regions and each verdict, and
+a summary with the verdict per frame set and the scores against the ground truth.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import io
 import json
 import os
 import shutil
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
-from pycocotools.coco import COCO
 
 from segmentation_node.atomic_io import atomic_write_bytes
 from segmentation_node.contract import Role
 from segmentation_node.overlay import OverlayItem, draw_overlay
+from segmentation_node.perception.classical import ColorClassifier
+from segmentation_node.perception.evaluation import EvaluationReport, classical_pipeline, evaluate_clip
+from segmentation_node.perception.intent import resolve_intent
+from segmentation_node.perception.pipeline import FrameSetOutcome
+from segmentation_node.synthetic.classical_setup import train_classifier
 from segmentation_node.synthetic.export import export_clip
+from segmentation_node.synthetic.render import ViewRender
 from segmentation_node.synthetic.scene import Clip, ClipConfig, generate_clip
 
-EMBEDDED_DEFAULT = ClipConfig(seed=7, views=3, width=640, height=480, frames=40, rate_hz=10.0)
+# Parts singulated on the bin floor: the classical CPU backend cannot separate parts resting on
+# each other (SAM3 can); the hand, the picks, the dimmed lights and the intent change remain.
+EMBEDDED_DEFAULT = ClipConfig(seed=7, views=3, width=640, height=480, frames=40, rate_hz=10.0, stacking=False)
+FIRST_INTENT = "pick everything"
+SECOND_INTENT = "defective items only"
+INTENT_CHANGE_FRAME = 8
 _SYNTHETIC_SOURCES = Path(__file__).resolve().parent / "synthetic"
 
 
@@ -58,63 +68,94 @@ def cached_scene(config: ClipConfig, cache: Path, progress: bool = True) -> tupl
 
 
 def key_frames(clip: Clip) -> list[tuple[int, str]]:
-    """The moments worth looking at: start, hand in the cell, after the first pick, the end."""
-    moments = [(0, "start")]
+    """The moments worth looking at: start, intent change, hand in the cell, after a pick, end."""
+    moments = [(1, "start"), (INTENT_CHANGE_FRAME, "intent changed")]
     hand_frames = [f.index for f in clip.frames if any(o.label == "hand" for o in f.objects)]
     if hand_frames:
         moments.append((hand_frames[len(hand_frames) // 2], "hand in the cell"))
     picks = [f.index for f in clip.frames if any(e.startswith("picked") for e in f.events)]
     if picks:
-        moments.append((picks[0], "after a pick"))
+        moments.append((picks[-1], "after a pick"))
     moments.append((len(clip.frames) - 1, "end"))
-    return sorted(set(moments))
+    return sorted(set(m for m in moments if m[0] < len(clip.frames)))
 
 
-def overview(coco_file: Path, clip: Clip, moments: list[tuple[int, str]]) -> np.ndarray:
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools narrates its loading
-        coco = COCO(str(coco_file))
-    categories = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
-    by_frame_camera = {(i["frame_index"], i["camera"]): i for i in coco.loadImgs(coco.getImgIds())}
-    rows = []
-    for frame_index, moment in moments:
-        tiles = []
-        for camera in clip.cameras:
-            image_info = by_frame_camera[(frame_index, camera.name)]
-            image = cv2.cvtColor(cv2.imread(str(coco_file.parent / image_info["file_name"])), cv2.COLOR_BGR2RGB)
-            items = []
-            for annotation in coco.loadAnns(coco.getAnnIds(imgIds=image_info["id"])):
-                role = Role[annotation["role"].upper()]
-                if role is Role.IGNORE:
-                    continue
-                label = categories[annotation["category_id"]]
-                text = f"{label}#{annotation['track_id']}" + (" defective" if annotation["attributes"] else "")
-                items.append(OverlayItem(coco.annToMask(annotation).astype(bool), role, text))
-            t = frame_index / clip.config.rate_hz
-            tiles.append(draw_overlay(image, items, f"{camera.name}  t={t:.1f}s  {moment}"))
-        rows.append(np.concatenate(tiles, axis=1))
-    return np.concatenate(rows, axis=0)
+def _tile(render: ViewRender, outcome: FrameSetOutcome, t: float, moment: str) -> np.ndarray:
+    items = []
+    for instance in outcome.views[render.camera.name]:
+        if instance.role is Role.IGNORE and instance.label == "bin":
+            continue
+        name = instance.label if instance.track_id == 0 else f"{instance.label}#{instance.track_id}"
+        items.append(OverlayItem(instance.mask, instance.role, " ".join((name, *instance.attributes))))
+    verdict = outcome.verdict
+    state = f"ACTIONABLE {verdict.confidence:.2f}" if verdict.actionable else \
+        f"NOT ACTIONABLE: {verdict.reasons[0][1]}"
+    return draw_overlay(render.image, items, f"{render.camera.name} t={t:.1f}s {moment} | {state}")
 
 
-def summary(clip: Clip, scene_dir: Path, from_cache: bool, picture: Path) -> str:
-    config = clip.config
-    first = clip.frames[0]
+@dataclass(frozen=True, eq=False)
+class DemoResult:
+    clip: Clip
+    scene_dir: Path
+    scene_from_cache: bool
+    picture: np.ndarray
+    timeline: list  # (frame, verdict, intent text) per frame set
+    report: EvaluationReport
+
+
+def run_demo(config: ClipConfig, cache: Path, progress: bool = True) -> DemoResult:
+    """The classical pipeline over the embedded scene, as the segmentation node will run it."""
+    clip = generate_clip(config)
+    scene_dir, from_cache = cached_scene(config, cache, progress)
+    classifier = cached_classifier(config, cache)
+    pipeline = classical_pipeline(clip, FIRST_INTENT, classifier=classifier)
+    moments = dict(key_frames(clip))
+    tiles, timeline = {}, []
+
+    def observe(frame, renders, outcome):
+        if frame.index + 1 == INTENT_CHANGE_FRAME:  # takes effect on the next frame set
+            pipeline.set_intent(resolve_intent(SECOND_INTENT, pipeline.ontology))
+        if frame.index in moments:
+            t = frame.index / config.rate_hz
+            tiles[frame.index] = np.concatenate([_tile(r, outcome, t, moments[frame.index]) for r in renders], axis=1)
+        timeline.append((frame, outcome.verdict, pipeline.intent.text))
+
+    report = evaluate_clip(clip, pipeline, observer=observe)
+    picture = np.concatenate([tiles[index] for index in sorted(tiles)], axis=0)
+    return DemoResult(clip, scene_dir, from_cache, picture, timeline, report)
+
+
+def cached_classifier(config: ClipConfig, cache: Path) -> ColorClassifier:
+    """The colour table for this cell, trained once on scenes of other seeds."""
+    path = cache / "classical" / f"{scene_key(config)}.npz"
+    if path.exists():
+        return ColorClassifier.load(path)
+    classifier = train_classifier(replace(config, frames=20))
+    classifier.save(path)
+    return classifier
+
+
+def summary(result: DemoResult, picture_path: Path) -> str:
+    config, report = result.clip.config, result.report
     lines = [
-        "# Workcell demo: embedded default scene", "",
+        "# Workcell demo: embedded default scene, classical CPU backend", "",
         f"- scene: seed {config.seed}, {config.views} cameras at {config.width}x{config.height}, "
-        f"{config.frames} frame sets at {config.rate_hz:g} Hz ({'from cache' if from_cache else 'generated now'})",
-        f"- COCO: `{scene_dir / 'coco' / 'annotations.json'}`",
-        f"- rosbag2 (MCAP): `{scene_dir / 'bag'}` — replay with `ros2 bag play` on a robot",
-        f"- overview picture: `{picture}` (green: targets, red: forbidden; one row per key moment)", "",
-        "## Objects at the start", "", "| track id | label | attributes | role |", "|---|---|---|---|",
+        f"{config.frames} frame sets at {config.rate_hz:g} Hz "
+        f"({'from cache' if result.scene_from_cache else 'generated now'})",
+        f"- COCO: `{result.scene_dir / 'coco' / 'annotations.json'}`",
+        f"- rosbag2 (MCAP): `{result.scene_dir / 'bag'}` (replay with `ros2 bag play` on a robot)",
+        f"- overview: `{picture_path}` (green: targets, red: forbidden incl. intrusion, grey: ignored)",
+        f"- intent: \"{FIRST_INTENT}\", then \"{SECOND_INTENT}\" from frame {INTENT_CHANGE_FRAME}", "",
+        "## Verdict per frame set", "", "| t (s) | frame | scene events | intent | verdict |", "|---|---|---|---|---|",
     ]
-    for obj in first.objects:
-        lines.append(f"| {obj.track_id} | {obj.label} | {', '.join(obj.attributes) or '-'} | {obj.role.name.lower()} |")
-    lines += ["", "## Timeline", "", "| t (s) | frame | event |", "|---|---|---|"]
-    for frame in clip.frames:
-        for event in frame.events:
-            lines.append(f"| {frame.index / config.rate_hz:.1f} | {frame.index} | {event} |")
-    lines += ["", "The segmentation and operator-intent nodes will run on this scene here once they land; "
-              "for now this shows the scene and its ground truth.", ""]
+    for frame, verdict, intent in result.timeline:
+        state = f"actionable ({verdict.confidence:.2f})" if verdict.actionable else \
+            "not actionable: " + "; ".join(text for _, text in verdict.reasons)
+        lines.append(f"| {frame.index / config.rate_hz:.1f} | {frame.index} | {', '.join(frame.events) or ''} "
+                     f"| {intent} | {state} |")
+    lines += ["", "## Against the ground truth", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in report.rows()]
+    lines += ["", "The segmentation and operator-intent nodes will run this over DDS once they land.", ""]
     return "\n".join(lines)
 
 
@@ -125,16 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    clip = generate_clip(EMBEDDED_DEFAULT)
-    scene_dir, from_cache = cached_scene(EMBEDDED_DEFAULT, args.cache, progress=not args.quiet)
+    result = run_demo(EMBEDDED_DEFAULT, args.cache, progress=not args.quiet)
     picture = args.out / "overview.png"
-    ok, png = cv2.imencode(".png", cv2.cvtColor(overview(scene_dir / "coco" / "annotations.json", clip,
-                                                         key_frames(clip)), cv2.COLOR_RGB2BGR))
+    ok, png = cv2.imencode(".png", cv2.cvtColor(result.picture, cv2.COLOR_RGB2BGR))
     if not ok:
         print("workcell_demo: could not encode the overview picture", file=sys.stderr)
         return 1
     atomic_write_bytes(picture, png.tobytes())
-    text = summary(clip, scene_dir, from_cache, picture)
+    text = summary(result, picture)
     atomic_write_bytes(args.out / "summary.md", text.encode())
     print(text)
     return 0

@@ -1,13 +1,15 @@
-"""The demo's pieces on a small scene: cached generation, key moments, picture and summary."""
-import numpy as np
+"""The demo on a small scene: cached generation and commissioning, verdicts, picture, summary."""
+from dataclasses import replace
 
-from segmentation_node.demo import cached_scene, key_frames, overview, scene_key, summary
+from segmentation_node.demo import (
+    EMBEDDED_DEFAULT, INTENT_CHANGE_FRAME, SECOND_INTENT, cached_classifier, cached_scene, key_frames, run_demo,
+    scene_key, summary)
 from segmentation_node.synthetic.scene import ClipConfig, generate_clip
 
-SMALL = ClipConfig(seed=2, views=2, width=128, height=96, frames=20, rate_hz=10.0, parts=5, picks=1)
+SMALL = replace(EMBEDDED_DEFAULT, width=160, height=120, frames=20)
 
 
-def test_scene_is_generated_once_then_served_from_cache(tmp_path):
+def test_scene_and_classifier_are_made_once_then_served_from_cache(tmp_path):
     first, from_cache = cached_scene(SMALL, tmp_path, progress=False)
     assert not from_cache and (first / "coco/annotations.json").exists() and (first / "bag").is_dir()
     stamp = (first / "coco/annotations.json").stat().st_mtime_ns
@@ -15,19 +17,23 @@ def test_scene_is_generated_once_then_served_from_cache(tmp_path):
     assert from_cache and again == first
     assert (again / "coco/annotations.json").stat().st_mtime_ns == stamp
     assert scene_key(SMALL) != scene_key(ClipConfig(**{**SMALL.__dict__, "seed": 3}))
+    cached_classifier(SMALL, tmp_path)
+    saved = list((tmp_path / "classical").glob("*.npz"))
+    assert len(saved) == 1
+    mtime = saved[0].stat().st_mtime_ns
+    cached_classifier(SMALL, tmp_path)
+    assert saved[0].stat().st_mtime_ns == mtime
 
 
-def test_overview_shows_every_camera_at_each_key_moment(tmp_path):
-    clip = generate_clip(SMALL)
-    scene_dir, _ = cached_scene(SMALL, tmp_path, progress=False)
-    moments = key_frames(clip)
-    labels = [label for _, label in moments]
-    assert labels[0] == "start" and "hand in the cell" in labels and "after a pick" in labels
-    picture = overview(scene_dir / "coco/annotations.json", clip, moments)
-    assert picture.shape == (96 * len(moments), 128 * 2, 3)
-    # Forbidden regions are tinted red: the hand row has clearly more red-dominant pixels.
-    red = [(row[..., 0].astype(int) - row[..., 1] > 80).sum() for row in np.split(picture, len(moments))]
-    hand_row = labels.index("hand in the cell")
-    assert red[hand_row] > red[0]
-    text = summary(clip, scene_dir, False, tmp_path / "overview.png")
-    assert "hand enters the cell" in text and "picked track" in text and "| target |" in text
+def test_demo_shows_verdicts_intent_change_and_scores(tmp_path):
+    result = run_demo(SMALL, tmp_path, progress=False)
+    moments = key_frames(generate_clip(SMALL))
+    assert result.picture.shape == (120 * len(moments), 160 * SMALL.views, 3)
+    intents = [intent for _, _, intent in result.timeline]
+    assert intents[INTENT_CHANGE_FRAME] == SECOND_INTENT and intents[0] != SECOND_INTENT
+    hand_frames = [frame.index for frame, _, _ in result.timeline if any(o.label == "hand" for o in frame.objects)]
+    verdicts = {frame.index: verdict for frame, verdict, _ in result.timeline}
+    assert any(not verdicts[i].actionable for i in hand_frames)
+    text = summary(result, tmp_path / "overview.png")
+    assert "hand enters the cell" in text and "forbidden recall: hand" in text and SECOND_INTENT in text
+    assert "not actionable: " in text

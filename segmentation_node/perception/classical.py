@@ -43,26 +43,36 @@ def _components(mask: np.ndarray, min_area: int) -> list[np.ndarray]:
 # --- background and intrusion --------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class BackgroundModel:
-    """The empty cell as one camera sees it."""
+    """The empty cell as one camera sees it: per-pixel median, and how much each pixel varied
+    while recording it (light moving over the bin walls), which widens its tolerance."""
 
     median: np.ndarray  # H x W x 3 float32
-    threshold: float = 28.0  # 8-bit levels on the largest channel difference
+    spread: np.ndarray  # H x W float32, largest deviation seen while fitting, 8-bit levels
+    threshold: float = 28.0  # 8-bit levels on the largest channel difference, on top of the spread
 
     @classmethod
     def fit(cls, frames: Sequence[np.ndarray], threshold: float = 28.0) -> "BackgroundModel":
+        """Record the empty cell over frames that span its lighting (dimmed, moving light)."""
         if not frames:
             raise ValueError("a background model needs at least one frame of the empty cell")
-        return cls(np.median(np.stack(frames).astype(np.float32), axis=0), threshold)
+        stack = np.stack([cv2.GaussianBlur(f.astype(np.float32), (5, 5), 0) for f in frames])
+        median = np.median(stack, axis=0)
+        spread = np.max([_difference(frame, median) for frame in stack], axis=0)
+        return cls(median, spread.astype(np.float32), threshold)
 
     def foreground(self, image: np.ndarray) -> np.ndarray:
         if image.shape != self.median.shape:
             raise ValueError(f"image {image.shape} does not match the background {self.median.shape}")
-        smooth = cv2.GaussianBlur(image.astype(np.float32), (5, 5), 0)
-        # One global gain absorbs the cell lights being dimmed or brightened.
-        gain = float(np.median(smooth.sum(axis=2) / (self.median.sum(axis=2) + 1.0)))
-        changed = np.abs(smooth - gain * self.median).max(axis=2) > self.threshold
+        changed = _difference(cv2.GaussianBlur(image.astype(np.float32), (5, 5), 0), self.median) \
+            > self.threshold + self.spread
         kernel = np.ones((3, 3), np.uint8)
         return cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_OPEN, kernel).astype(bool)
+
+
+def _difference(smooth: np.ndarray, median: np.ndarray) -> np.ndarray:
+    """Largest channel difference after one global gain, which absorbs the lights being dimmed."""
+    gain = float(np.median(smooth.sum(axis=2) / (median.sum(axis=2) + 1.0)))
+    return np.abs(smooth - gain * median).max(axis=2)
 
 
 def intrusion_regions(foreground: np.ndarray, zone: np.ndarray, max_part_area: int,

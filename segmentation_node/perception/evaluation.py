@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -15,12 +16,12 @@ from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.metrics import (
     CocoMaskAP, TemporalStability, boundary_f_score, match_by_iou)
 from segmentation_node.perception.ontology import load_ontology
-from segmentation_node.perception.pipeline import PerceptionPipeline
+from segmentation_node.perception.pipeline import FrameSetOutcome, PerceptionPipeline
 from segmentation_node.perception.tracking import ViewGeometry
 from segmentation_node.perception.types import CameraFrame
 from segmentation_node.synthetic.classical_setup import classical_backend, train_classifier
-from segmentation_node.synthetic.render import render_frame_set
-from segmentation_node.synthetic.scene import Clip, ClipConfig, generate_clip
+from segmentation_node.synthetic.render import ViewRender, render_frame_set
+from segmentation_node.synthetic.scene import Clip, ClipConfig, FrameState, generate_clip
 
 FORBIDDEN_TRUTH = ("hand", "tool", "fixture")
 HALF_VISIBLE = 0.5
@@ -61,7 +62,10 @@ def geometry_of(clip: Clip) -> dict[str, ViewGeometry]:
     return {c.name: ViewGeometry(c.intrinsics, c.world_from_camera) for c in clip.cameras}
 
 
-def evaluate_clip(clip: Clip, pipeline: PerceptionPipeline, gate: GateState = GateState.RUNNING) -> EvaluationReport:
+def evaluate_clip(clip: Clip, pipeline: PerceptionPipeline, gate: GateState = GateState.RUNNING,
+                  observer: Callable[[FrameState, list[ViewRender], FrameSetOutcome], None] | None = None
+                  ) -> EvaluationReport:
+    """Run the pipeline over the clip and score it; `observer` sees every frame set's outcome."""
     pickable = pipeline.ontology.pickable
     covered, total = defaultdict(int), defaultdict(int)
     ious, boundary, ap = [], [], CocoMaskAP(list(pickable))
@@ -72,6 +76,8 @@ def evaluate_clip(clip: Clip, pipeline: PerceptionPipeline, gate: GateState = Ga
         outcome = pipeline.process([CameraFrame(r.camera.name, r.stamp_ns, r.image, r.camera.frame_id)
                                     for r in renders], gate)
         actionable += outcome.verdict.actionable
+        if observer is not None:
+            observer(frame, renders, outcome)
         ids_across_views = defaultdict(set)
         for render in renders:
             predicted = outcome.views[render.camera.name]

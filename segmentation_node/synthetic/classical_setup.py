@@ -54,7 +54,7 @@ def bin_zone(camera: PinholeCamera) -> np.ndarray:
     return zone_mask(corners, camera.intrinsics, camera.world_from_camera, camera.width, camera.height)
 
 
-def empty_cell_backgrounds(clip: Clip, frames: int = 3) -> dict[str, BackgroundModel]:
+def empty_cell_backgrounds(clip: Clip, frames: int = 5) -> dict[str, BackgroundModel]:
     """What commissioning records before parts arrive: the cell with bin and fixtures only."""
     empty = generate_clip(replace(clip.config, parts=0, picks=0, hand=False, tool=False))
     indices = np.linspace(0, len(empty.frames) - 1, min(frames, len(empty.frames))).round().astype(int)

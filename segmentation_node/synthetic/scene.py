@@ -246,7 +246,10 @@ def _hand_at(fraction: float, start: np.ndarray, reach: np.ndarray) -> SceneObje
 
 # --- the clip ----------------------------------------------------------------------------------
 def generate_clip(config: ClipConfig) -> Clip:
-    rng = np.random.default_rng(config.seed)
+    # Independent streams: the cell's lighting and the hand's path do not depend on how many
+    # parts there are, so the empty cell recorded at commissioning matches the working cell.
+    rng = np.random.default_rng([config.seed, 0])
+    cell_rng = np.random.default_rng([config.seed, 1])
     parts = _place_parts(config, rng)
     static = [_bin(), *_fixtures()] + ([_tool()] if config.tool else [])
 
@@ -259,8 +262,8 @@ def generate_clip(config: ClipConfig) -> Clip:
     picks = {min(int(f * config.frames), config.frames - 1): pickable[i] for f, i in zip(pick_fractions, order)}
 
     hand_start = np.array([0.62, -0.50, 0.34])
-    hand_reach = np.array([float(rng.uniform(-0.05, 0.08)), float(rng.uniform(-0.05, 0.05)), 0.11])
-    light_azimuth = float(rng.uniform(0, 2 * np.pi))
+    hand_reach = np.array([float(cell_rng.uniform(-0.05, 0.08)), float(cell_rng.uniform(-0.05, 0.05)), 0.11])
+    light_azimuth = float(cell_rng.uniform(0, 2 * np.pi))
 
     frames = []
     period_ns = int(round(1e9 / config.rate_hz))
