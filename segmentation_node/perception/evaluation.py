@@ -17,9 +17,8 @@ from segmentation_node.perception.metrics import (
     CocoMaskAP, TemporalStability, boundary_f_score, match_by_iou)
 from segmentation_node.perception.ontology import load_ontology
 from segmentation_node.perception.pipeline import FrameSetOutcome, PerceptionPipeline
-from segmentation_node.perception.tracking import ViewGeometry
 from segmentation_node.perception.types import CameraFrame
-from segmentation_node.synthetic.classical_setup import classical_backend, train_classifier
+from segmentation_node.synthetic.classical_setup import commission, train_classifier
 from segmentation_node.synthetic.render import ViewRender, render_frame_set
 from segmentation_node.synthetic.scene import Clip, ClipConfig, FrameState, generate_clip
 
@@ -56,10 +55,6 @@ class EvaluationReport:
             ("actionable frame sets", f"{self.actionable_frame_sets} / {self.frames}"),
         ]
         return rows
-
-
-def geometry_of(clip: Clip) -> dict[str, ViewGeometry]:
-    return {c.name: ViewGeometry(c.intrinsics, c.world_from_camera) for c in clip.cameras}
 
 
 def evaluate_clip(clip: Clip, pipeline: PerceptionPipeline, gate: GateState = GateState.RUNNING,
@@ -121,7 +116,8 @@ def classical_pipeline(clip: Clip, intent_text: str = "everything", classifier: 
     classifier is trained on other seeds unless one is given."""
     ontology = load_ontology()
     classifier = classifier or train_classifier(replace(clip.config, frames=20))
-    pipeline = PerceptionPipeline(classical_backend(clip, classifier), ontology, geometry_of(clip))
+    commissioned = commission(clip, classifier)
+    pipeline = PerceptionPipeline(commissioned.classical_backend(), ontology, commissioned.geometry())
     pipeline.set_intent(resolve_intent(intent_text, ontology))
     return pipeline
 

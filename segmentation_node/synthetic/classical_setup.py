@@ -7,8 +7,9 @@ from typing import Sequence
 
 import numpy as np
 
-from segmentation_node.perception.classical import (
-    BACKGROUND_CLASS, DEFECT_CLASS, BackgroundModel, ClassicalBackend, ColorClassifier, ViewSetup)
+from segmentation_node.perception.classical import BACKGROUND_CLASS, DEFECT_CLASS, BackgroundModel, ColorClassifier
+from segmentation_node.perception.commissioning import CameraCommissioning, Commissioning
+from segmentation_node.perception.tracking import ViewGeometry
 from segmentation_node.perception.zones import zone_mask
 from segmentation_node.synthetic.camera import PinholeCamera
 from segmentation_node.synthetic.render import render_frame_set
@@ -63,7 +64,10 @@ def empty_cell_backgrounds(clip: Clip, frames: int = 5) -> dict[str, BackgroundM
             for i, camera in enumerate(clip.cameras)}
 
 
-def classical_backend(clip: Clip, classifier: ColorClassifier) -> ClassicalBackend:
+def commission(clip: Clip, classifier: ColorClassifier) -> Commissioning:
+    """Everything the segmentation node needs to run the classical backend on this cell."""
     backgrounds = empty_cell_backgrounds(clip)
-    views = {camera.name: ViewSetup(backgrounds[camera.name], bin_zone(camera)) for camera in clip.cameras}
-    return ClassicalBackend(classifier, views, split_parts=PART_CLASSES)
+    cameras = {camera.name: CameraCommissioning(ViewGeometry(camera.intrinsics, camera.world_from_camera),
+                                                backgrounds[camera.name], bin_zone(camera))
+               for camera in clip.cameras}
+    return Commissioning(cameras, classifier, PART_CLASSES)

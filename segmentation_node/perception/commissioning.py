@@ -1,0 +1,69 @@
+"""What a cell is commissioned with, in one file the segmentation node loads: per camera the
+calibration (intrinsics, pose in the workcell frame), the empty-cell background and the pick
+zone; and the classical channel's colour classifier."""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segmentation_node.atomic_io import atomic_write_bytes
+from segmentation_node.perception.classical import BackgroundModel, ClassicalBackend, ColorClassifier, ViewSetup
+from segmentation_node.perception.tracking import ViewGeometry
+
+
+@dataclass(frozen=True, eq=False)
+class CameraCommissioning:
+    geometry: ViewGeometry
+    background: BackgroundModel
+    zone: np.ndarray  # H x W bool
+
+
+@dataclass(frozen=True, eq=False)
+class Commissioning:
+    cameras: dict[str, CameraCommissioning]
+    classifier: ColorClassifier
+    part_classes: tuple[str, ...]
+
+    def geometry(self) -> dict[str, ViewGeometry]:
+        return {name: camera.geometry for name, camera in self.cameras.items()}
+
+    def classical_backend(self) -> ClassicalBackend:
+        views = {name: ViewSetup(camera.background, camera.zone) for name, camera in self.cameras.items()}
+        return ClassicalBackend(self.classifier, views, split_parts=self.part_classes)
+
+    def save(self, path: Path) -> None:
+        arrays = {"classes": np.array(self.classifier.classes), "table": self.classifier.table,
+                  "confidence": self.classifier.confidence}
+        for name, camera in self.cameras.items():
+            arrays[f"{name}/intrinsics"] = camera.geometry.intrinsics
+            arrays[f"{name}/world_from_camera"] = camera.geometry.world_from_camera
+            arrays[f"{name}/median"] = camera.background.median
+            arrays[f"{name}/spread"] = camera.background.spread
+            arrays[f"{name}/zone"] = camera.zone
+        meta = {"cameras": list(self.cameras), "part_classes": list(self.part_classes),
+                "typical_area": self.classifier.typical_area,
+                "thresholds": {n: c.background.threshold for n, c in self.cameras.items()}}
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, meta=np.array(json.dumps(meta)), **arrays)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> "Commissioning":
+        try:
+            with np.load(path) as data:
+                meta = json.loads(str(data["meta"]))
+                classifier = ColorClassifier(tuple(str(c) for c in data["classes"]), data["table"],
+                                             data["confidence"], meta["typical_area"])
+                cameras = {name: CameraCommissioning(
+                    ViewGeometry(data[f"{name}/intrinsics"], data[f"{name}/world_from_camera"]),
+                    BackgroundModel(data[f"{name}/median"], data[f"{name}/spread"], meta["thresholds"][name]),
+                    data[f"{name}/zone"]) for name in meta["cameras"]}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"commissioning file not found: {path}") from None
+        except (KeyError, ValueError, OSError) as error:
+            raise ValueError(f"{path} is not a commissioning file: {error}") from None
+        return cls(cameras, classifier, tuple(meta["part_classes"]))

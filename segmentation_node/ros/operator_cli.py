@@ -1,0 +1,98 @@
+"""operator: the safety gate and intent from a terminal.
+
+    operator pause|resume|approve [--operator ID] [--reason TEXT]
+    operator intent "defective items only" [--operator ID]
+    operator status
+
+Calls the operator_intent node's services (answers within the timeout or says so) and, for
+status, reads the latched gate state and active intent.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+import rclpy
+from rclpy.node import Node
+
+from segmentation_node.contract import OPERATOR_NODE, Command
+from segmentation_node.contract import GateState as State
+from segmentation_node.ros.messages import endpoint_qos
+from workcell_segmentation.msg import ActiveIntent, GateState, OperatorCommand, OperatorIntent
+from workcell_segmentation.srv import GateCommand, SetIntent
+
+
+def _call(node: Node, service_type, name: str, request, timeout_s: float):
+    client = node.create_client(service_type, name)
+    if not client.wait_for_service(timeout_sec=timeout_s):
+        raise TimeoutError(f"no '{name}' service within {timeout_s:g} s: is the operator_intent node running?")
+    future = client.call_async(request)
+    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout_s)
+    if not future.done():
+        raise TimeoutError(f"'{name}' did not answer within {timeout_s:g} s")
+    return future.result()
+
+
+def _status(node: Node, timeout_s: float) -> str:
+    latest = {}
+    node.create_subscription(GateState, "gate_state", lambda m: latest.__setitem__("gate", m),
+                             endpoint_qos(OPERATOR_NODE, "gate_state"))
+    node.create_subscription(ActiveIntent, "active_intent", lambda m: latest.__setitem__("intent", m),
+                             endpoint_qos(OPERATOR_NODE, "active_intent"))
+    end = node.get_clock().now().nanoseconds + int(timeout_s * 1e9)
+    while "gate" not in latest and node.get_clock().now().nanoseconds < end:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    if "gate" not in latest:
+        raise TimeoutError(f"no gate state within {timeout_s:g} s: is the operator_intent node running?")
+    rclpy.spin_once(node, timeout_sec=0.2)  # the intent may follow the gate state
+    gate = latest["gate"]
+    lines = [f"gate: {State(gate.state).name} (was {State(gate.previous_state).name}) by {gate.operator_id}: "
+             f"{gate.reason}"]
+    if gate.active_faults:
+        lines.append(f"  holding: {', '.join(gate.active_faults)}")
+    intent = latest.get("intent")
+    lines.append(f"intent #{intent.sequence}: '{intent.text}' -> {intent.explanation}" if intent else "intent: none")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="operator", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["pause", "resume", "approve", "intent", "status"])
+    parser.add_argument("text", nargs="?", default="", help="the intent, for 'intent'")
+    parser.add_argument("--operator", default=getpass.getuser(), help="your operator id (default: login name)")
+    parser.add_argument("--reason", default="", help="recorded with the gate transition")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
+    args = parser.parse_args(argv)
+    if args.action == "intent" and not args.text.strip():
+        parser.error("intent needs the text, e.g. operator intent \"defective items only\"")
+
+    rclpy.init()
+    node = Node("operator_cli")
+    try:
+        if args.action == "status":
+            print(_status(node, args.timeout))
+            return 0
+        if args.action == "intent":
+            response = _call(node, SetIntent, "set_intent",
+                             SetIntent.Request(intent=OperatorIntent(operator_id=args.operator, text=args.text)),
+                             args.timeout)
+            hint = f" Suggestions: {', '.join(response.suggestions)}." if response.suggestions else ""
+            print(f"{'accepted' if response.accepted else 'REJECTED'}: {response.reason}{hint}")
+            return 0 if response.accepted else 1
+        command = OperatorCommand(command=int(Command[args.action.upper()]), operator_id=args.operator,
+                                  reason=args.reason)
+        response = _call(node, GateCommand, "gate_command", GateCommand.Request(command=command), args.timeout)
+        print(f"{'accepted' if response.accepted else 'REJECTED'}: {response.reason}; "
+              f"gate {State(response.state.state).name}")
+        return 0 if response.accepted else 1
+    except TimeoutError as error:
+        print(f"operator: {error}", file=sys.stderr)
+        return 3
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
