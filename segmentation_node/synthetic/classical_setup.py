@@ -2,7 +2,9 @@
 ground truth of scenes other than the one evaluated, empty-cell backgrounds, pick zones."""
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -71,3 +73,25 @@ def commission(clip: Clip, classifier: ColorClassifier) -> Commissioning:
                                                 backgrounds[camera.name], bin_zone(camera))
                for camera in clip.cameras}
     return Commissioning(cameras, classifier, PART_CLASSES)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """workcell_commission: commission the classical backend for a synthetic cell."""
+    parser = argparse.ArgumentParser(
+        prog="workcell_commission",
+        description="Write the commissioning file the segmentation node loads for the classical backend "
+                    "(calibration, empty-cell backgrounds, pick zones, colour table) for a synthetic cell.")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--views", type=int, default=3)
+    parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
+    args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.size.split("x"))
+    config = ClipConfig(seed=args.seed, views=args.views, width=width, height=height, frames=20)
+    commission(generate_clip(config), train_classifier(config)).save(args.out)
+    print(f"commissioning: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

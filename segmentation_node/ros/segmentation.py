@@ -1,0 +1,435 @@
+"""segmentation node (lifecycle): synchronized camera views in, per-view masks and one
+actionability verdict out.
+
+configure: validates parameters, loads the ontology and commissioning, sets up I/O.
+activate:  builds the backend (model / engines) and starts the worker.
+deactivate / cleanup: stops the worker and frees the backend / tears down I/O.
+
+Subscription callbacks only convert stamps, check stamp order and hand complete frame sets to
+a worker through a drop-oldest queue: inference never runs in a callback and never delays gate
+or intent messages. A watchdog publishes a not-actionable result when no frame set arrives.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.utilities import remove_ros_args
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from segmentation_node import contract
+from segmentation_node.camera_health import CameraHealth
+from segmentation_node.contract import SEGMENTATION_NODE, CameraStatus, Role
+from segmentation_node.image_codec import ImageError, to_rgb
+from segmentation_node.overlay import OverlayItem, draw_overlay
+from segmentation_node.perception.actionability import ActionabilityConfig, decide
+from segmentation_node.perception.intent import IntentError, resolve_intent
+from segmentation_node.perception.ontology import OntologyError, load_ontology
+from segmentation_node.perception.pipeline import FrameSetOutcome, KeyframeScheduler, PerceptionPipeline
+from segmentation_node.perception.types import CameraFrame
+from segmentation_node.ros.messages import endpoint_qos, image_message, instance_message, nanoseconds, stamp_of
+from segmentation_node.sync import ApproximateSync
+from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState, ViewResult
+
+BACKENDS = ("classical", "sam3", "sam3_small")
+_CAMERA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _descriptor(kind, description, *, integers=None, floats=None, read_only=False):
+    descriptor = ParameterDescriptor(type=kind, description=description, read_only=read_only)
+    if integers:
+        descriptor.integer_range = [IntegerRange(from_value=integers[0], to_value=integers[1], step=1)]
+    if floats:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=floats[0], to_value=floats[1])]
+    return descriptor
+
+
+class SegmentationNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__(SEGMENTATION_NODE, **kwargs)
+        T = ParameterType
+        self.declare_parameter("cameras", ["cam_top", "cam_left", "cam_right"], _descriptor(
+            T.PARAMETER_STRING_ARRAY, "camera names; each subscribes <name>/image_raw (remap in launch)"))
+        self.declare_parameter("sync_slop_s", 0.02, _descriptor(
+            T.PARAMETER_DOUBLE, "largest stamp spread within one frame set", floats=(0.0001, 1.0)))
+        self.declare_parameter("sync_queue_size", 5, _descriptor(
+            T.PARAMETER_INTEGER, "images kept per camera while waiting for a set", integers=(1, 100)))
+        self.declare_parameter("stale_after_s", 0.5, _descriptor(
+            T.PARAMETER_DOUBLE, "a camera without images for longer is stale", floats=(0.01, 60.0)))
+        self.declare_parameter("backend", "classical", _descriptor(
+            T.PARAMETER_STRING, f"segmentation backend: {', '.join(BACKENDS)}"))
+        self.declare_parameter("checkpoint", "", _descriptor(
+            T.PARAMETER_STRING, "SAM3 checkpoint path (backend sam3); never downloaded"))
+        self.declare_parameter("commissioning_file", "", _descriptor(
+            T.PARAMETER_STRING, "calibration, empty-cell backgrounds, zones, colour table (workcell_commission)"))
+        self.declare_parameter("ontology_file", "", _descriptor(
+            T.PARAMETER_STRING, "ontology YAML; empty: the package's config/ontology.yaml"))
+        self.declare_parameter("keyframe_interval", 5, _descriptor(
+            T.PARAMETER_INTEGER, "full detection every N frame sets; tracking in between", integers=(1, 1000)))
+        self.declare_parameter("clearance_px", 8, _descriptor(
+            T.PARAMETER_INTEGER, "targets closer than this to a forbidden region are not pickable", integers=(0, 200)))
+        self.declare_parameter("worker_queue", 2, _descriptor(
+            T.PARAMETER_INTEGER, "frame sets waiting for the model; the oldest is dropped", integers=(1, 10)))
+        self.declare_parameter("publish_masks", True, _descriptor(
+            T.PARAMETER_BOOL, "per-view mono16 target label and mono8 forbidden mask images"))
+        self.declare_parameter("publish_overlay", False, _descriptor(
+            T.PARAMETER_BOOL, "per-view rgb8 overlay for rqt_image_view (costs CPU)"))
+        self.declare_parameter("autostart", True, _descriptor(
+            T.PARAMETER_BOOL, "configure and activate at start-up without a lifecycle manager", read_only=True))
+        self._lock = threading.Lock()
+        self._queue: deque = deque()
+        self._wake = threading.Condition(self._lock)
+        self._worker: threading.Thread | None = None
+        self._running = False
+        self._pipeline: PerceptionPipeline | None = None
+        self._io = []
+        if self.get_parameter("autostart").value:
+            self._autostart_timer = self.create_timer(0.0, self._autostart)
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    def _autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            self._read_parameters()
+        except (ValueError, OntologyError, FileNotFoundError) as error:
+            self.get_logger().error(f"configure refused: {error}")
+            return TransitionCallbackReturn.FAILURE
+        self._setup_io()
+        self.get_logger().info(f"configured: cameras {', '.join(self.cameras)}, backend {self.backend_name}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        try:
+            backend, geometry = self._build_backend()
+        except Exception as error:  # noqa: BLE001 - a model that cannot load must not take the node down
+            self.get_logger().error(f"activate refused: backend '{self.backend_name}' failed to load: {error}")
+            return TransitionCallbackReturn.FAILURE
+        self._pipeline = PerceptionPipeline(backend, self.ontology, geometry,
+                                            ActionabilityConfig(clearance_px=self.clearance_px),
+                                            KeyframeScheduler(self.keyframe_interval))
+        if self._pending_intent is not None:
+            self._pipeline.set_intent(self._pending_intent)
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name="segmentation-worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"active: {backend.name} ({backend.model_version})")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self._pipeline = None  # frees the model
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._teardown_io()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self._teardown_io()
+        return TransitionCallbackReturn.SUCCESS
+
+    # --- configuration ------------------------------------------------------------------------------
+    def _read_parameters(self) -> None:
+        value = lambda name: self.get_parameter(name).value  # noqa: E731
+        self.cameras = [c.strip() for c in value("cameras")]
+        bad = [c for c in self.cameras if not _CAMERA_NAME.match(c)]
+        if not self.cameras or bad or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras must be unique names like cam_left; got {value('cameras')}")
+        self.backend_name = value("backend")
+        if self.backend_name not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got '{self.backend_name}'")
+        self.commissioning_file = value("commissioning_file")
+        if self.backend_name == "classical" and not self.commissioning_file:
+            raise ValueError("backend 'classical' needs commissioning_file (see workcell_commission)")
+        self.checkpoint = value("checkpoint")
+        if self.backend_name == "sam3" and not Path(self.checkpoint).expanduser().is_file():
+            raise FileNotFoundError(f"backend 'sam3' needs an existing checkpoint file; got '{self.checkpoint}' "
+                                    "(weights are never downloaded)")
+        self.slop_s, self.sync_queue = value("sync_slop_s"), value("sync_queue_size")
+        self.stale_after_s, self.keyframe_interval = value("stale_after_s"), value("keyframe_interval")
+        self.clearance_px, self.worker_queue = value("clearance_px"), value("worker_queue")
+        self.publish_masks, self.publish_overlay = value("publish_masks"), value("publish_overlay")
+        self.ontology = load_ontology(value("ontology_file") or None)
+
+    def _build_backend(self):
+        if self.backend_name == "classical":
+            from segmentation_node.perception.commissioning import Commissioning
+
+            commissioning = Commissioning.load(Path(self.commissioning_file).expanduser())
+            missing = [c for c in self.cameras if c not in commissioning.cameras]
+            if missing:
+                raise ValueError(f"commissioning has no data for {', '.join(missing)}")
+            return commissioning.classical_backend(), commissioning.geometry()
+        from segmentation_node.sam3_backend.backend import Sam3Backend
+        from segmentation_node.sam3_backend.builder import build_sam3, build_small_sam3
+
+        if self.backend_name == "sam3_small":
+            self.get_logger().warning("sam3_small has random weights: for plumbing tests, its masks mean nothing")
+            model = build_small_sam3()
+        else:
+            model = build_sam3(Path(self.checkpoint).expanduser())
+        geometry = {}
+        if self.commissioning_file:
+            from segmentation_node.perception.commissioning import Commissioning
+
+            geometry = Commissioning.load(Path(self.commissioning_file).expanduser()).geometry()
+        return Sam3Backend(model), geometry
+
+    def _setup_io(self) -> None:
+        self.health = {c: CameraHealth(c, self.stale_after_s) for c in self.cameras}
+        self._sync = ApproximateSync(len(self.cameras), self.sync_queue, self.slop_s, self._on_frame_set)
+        self._gate = contract.GateState.UNKNOWN
+        self._pending_intent = None
+        self._intent_sequence = 0
+        self._sequence = 0
+        self._last_result_s = time.monotonic()
+        self._frame_set_pub = self.create_lifecycle_publisher(
+            FrameSetResult, "frame_set", endpoint_qos(SEGMENTATION_NODE, "frame_set"))
+        self._diagnostics_pub = self.create_lifecycle_publisher(
+            DiagnosticArray, "/diagnostics", endpoint_qos(SEGMENTATION_NODE, "/diagnostics"))
+        self._view_pubs = {}
+        for camera in self.cameras:
+            pubs = {}
+            if self.publish_masks:
+                for name in ("target_labels", "forbidden_mask"):
+                    pubs[name] = self.create_lifecycle_publisher(
+                        Image, f"{camera}/{name}", endpoint_qos(SEGMENTATION_NODE, f"{{camera}}/{name}"))
+            if self.publish_overlay:
+                pubs["overlay"] = self.create_lifecycle_publisher(
+                    Image, f"{camera}/overlay", endpoint_qos(SEGMENTATION_NODE, "{camera}/overlay"))
+            self._view_pubs[camera] = pubs
+        image_qos = endpoint_qos(SEGMENTATION_NODE, "{camera}/image_raw")
+        self._io = [self.create_subscription(Image, f"{camera}/image_raw",
+                                             lambda message, index=index: self._on_image(index, message), image_qos)
+                    for index, camera in enumerate(self.cameras)]
+        self._io.append(self.create_subscription(ActiveIntent, "active_intent", self._on_intent,
+                                                 endpoint_qos(SEGMENTATION_NODE, "active_intent")))
+        self._io.append(self.create_subscription(GateState, "gate_state", self._on_gate,
+                                                 endpoint_qos(SEGMENTATION_NODE, "gate_state")))
+        self._timers = [self.create_timer(self.stale_after_s / 2, self._watchdog),
+                        self.create_timer(1.0, self._publish_diagnostics)]
+
+    def _teardown_io(self) -> None:
+        for subscription in self._io:
+            self.destroy_subscription(subscription)
+        for timer in getattr(self, "_timers", []):
+            self.destroy_timer(timer)
+        self._io, self._timers = [], []
+
+    # --- callbacks: cheap, never block --------------------------------------------------------------
+    def _on_image(self, index: int, message: Image) -> None:
+        camera = self.cameras[index]
+        stamp_ns = nanoseconds(message.header.stamp)
+        problem = self.health[camera].accept(stamp_ns, time.monotonic())
+        if problem:
+            self.get_logger().warning(f"{camera}: image dropped: {problem}", throttle_duration_sec=2.0)
+            return
+        self._sync.add(index, stamp_ns, message)
+
+    def _on_frame_set(self, *messages: Image) -> None:
+        with self._wake:
+            self._queue.append(messages)
+            while len(self._queue) > self.worker_queue:
+                self._queue.popleft()  # drop the oldest: latency stays bounded when the model is slow
+            self._wake.notify()
+
+    def _on_intent(self, message: ActiveIntent) -> None:
+        try:
+            intent = resolve_intent(message.text, self.ontology)
+        except IntentError as error:
+            self.get_logger().error(f"active intent #{message.sequence} cannot be resolved here: {error}")
+            return
+        if message.ontology_version != self.ontology.version:
+            self.get_logger().warning(f"intent was resolved against ontology {message.ontology_version}, "
+                                      f"this node runs {self.ontology.version}")
+        with self._lock:
+            self._pending_intent = intent
+            self._intent_sequence = message.sequence
+
+    def _on_gate(self, message: GateState) -> None:
+        self._gate = contract.GateState(message.state)
+
+    # --- the worker ---------------------------------------------------------------------------------
+    def _stop_worker(self) -> None:
+        with self._wake:
+            self._running = False
+            self._wake.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=30)
+            self._worker = None
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while self._running and not self._queue:
+                    self._wake.wait(timeout=0.5)
+                if not self._running:
+                    return
+                messages = self._queue.popleft()
+                intent, self._pending_intent = self._pending_intent, None
+            if intent is not None:
+                self._pipeline.set_intent(intent)
+            try:
+                self._process(messages)
+            except Exception as error:  # noqa: BLE001 - the worker must outlive any one frame set
+                self.get_logger().error(f"frame set failed: {type(error).__name__}: {error}",
+                                        throttle_duration_sec=2.0)
+                self._publish_nothing_actionable({}, model_error=f"{type(error).__name__}: {error}")
+
+    def _process(self, messages: tuple[Image, ...]) -> None:
+        started_s = time.monotonic()
+        views, problems, details = [], {}, {}
+        for camera, message in zip(self.cameras, messages):
+            try:
+                image = to_rgb(message)
+                expected = self._expected_size(camera)
+                if expected and image.shape[:2] != expected:
+                    raise ImageError(f"image is {image.shape[1]}x{image.shape[0]}, this camera is commissioned "
+                                     f"at {expected[1]}x{expected[0]}")
+                views.append(CameraFrame(camera, nanoseconds(message.header.stamp), image, message.header.frame_id))
+            except ImageError as error:
+                self.health[camera].reject(str(error))
+                self.get_logger().error(f"{camera}: {error}", throttle_duration_sec=2.0)
+        for camera in self.cameras:
+            status, detail = self.health[camera].status(started_s)
+            if status is not CameraStatus.OK:
+                problems[camera] = detail
+                details[camera] = (status, detail)
+        outcome = self._pipeline.process(views, self._gate, problems)
+        self._publish(messages, {view.camera: view.image for view in views}, outcome, details, started_s)
+
+    def _expected_size(self, camera: str) -> tuple[int, int] | None:
+        views = getattr(self._pipeline.backend, "views", None)  # the classical backend knows its cameras
+        setup = views.get(camera) if views else None
+        return setup.zone.shape if setup is not None else None
+
+    # --- output -------------------------------------------------------------------------------------
+    def _publish(self, messages, images: dict[str, np.ndarray], outcome: FrameSetOutcome, details,
+                 started_s: float) -> None:
+        newest_ns = max(nanoseconds(m.header.stamp) for m in messages)
+        result = self._result(outcome.verdict, newest_ns, outcome.inference_ms)
+        for camera, message in zip(self.cameras, messages):
+            instances = outcome.views.get(camera, [])
+            status, detail = details.get(camera, (CameraStatus.OK, ""))
+            view = ViewResult(header=message.header, camera_name=camera, camera_status=int(status),
+                              camera_detail=detail, camera_rate_hz=float(self.health[camera].rate_hz(started_s)),
+                              height=message.height, width=message.width)
+            targets = [i for i in instances if i.role is Role.TARGET]
+            label_values = {id(instance): value for value, instance in enumerate(targets, start=1)}
+            view.instances = [instance_message(i, label_values.get(id(i), 0)) for i in instances]
+            result.views.append(view)
+            if camera in images:  # nothing is drawn from an image that was rejected
+                self._publish_view_images(camera, message, images[camera], instances, targets, outcome)
+        result.latency_ms = float((self.get_clock().now().nanoseconds - newest_ns) / 1e6)
+        self._frame_set_pub.publish(result)
+        self._last_result_s = time.monotonic()
+
+    def _result(self, verdict, stamp_ns: int, inference_ms: float) -> FrameSetResult:
+        with self._lock:  # the worker and the watchdog both publish
+            self._sequence += 1
+        backend = self._pipeline.backend if self._pipeline else None
+        return FrameSetResult(
+            header=Header(stamp=stamp_of(stamp_ns)), sequence=self._sequence, actionable=verdict.actionable,
+            confidence=float(verdict.confidence), reason_codes=[int(code) for code, _ in verdict.reasons],
+            reasons=[text for _, text in verdict.reasons], gate_state=int(self._gate),
+            intent_sequence=self._intent_sequence if self._pipeline and self._pipeline.intent else 0,
+            model_version=backend.model_version if backend else "", ontology_version=self.ontology.version,
+            inference_ms=float(inference_ms))
+
+    def _publish_view_images(self, camera, message, image, instances, targets, outcome) -> None:
+        pubs = self._view_pubs[camera]
+        if not pubs:
+            return
+        shape = (message.height, message.width)
+        if "target_labels" in pubs:
+            labels = np.zeros(shape, np.uint16)
+            for value, instance in enumerate(targets, start=1):
+                labels[instance.mask] = value
+            forbidden = np.zeros(shape, np.uint8)
+            for instance in instances:
+                if instance.role is Role.FORBIDDEN:
+                    forbidden[instance.mask] = 255
+            pubs["target_labels"].publish(image_message(message.header, labels, "mono16"))
+            pubs["forbidden_mask"].publish(image_message(message.header, forbidden, "mono8"))
+        if "overlay" in pubs:
+            items = [OverlayItem(i.mask, i.role, f"{i.label}#{i.track_id}") for i in instances]
+            verdict = outcome.verdict
+            banner = "ACTIONABLE" if verdict.actionable else f"NOT ACTIONABLE: {verdict.reasons[0][1]}"
+            pubs["overlay"].publish(image_message(message.header, draw_overlay(image, items, banner), "rgb8"))
+
+    def _watchdog(self) -> None:
+        """No frame set for a while (a camera stopped, sync cannot match): say so, not actionable."""
+        if self._pipeline is None or time.monotonic() - self._last_result_s < self.stale_after_s:
+            return
+        now_s = time.monotonic()
+        problems = {c: self.health[c].status(now_s)[1] for c in self.cameras
+                    if self.health[c].status(now_s)[0] is not CameraStatus.OK}
+        if not problems:
+            problems = {c: "no synchronized frame set (stamps further apart than the slop?)" for c in self.cameras}
+        self._publish_nothing_actionable(problems)
+
+    def _publish_nothing_actionable(self, problems: dict[str, str], model_error: str | None = None) -> None:
+        """A result without instances that says why nothing may be done."""
+        now_s = time.monotonic()
+        verdict = decide({}, problems, self._gate, self.ontology, self._pipeline.intent, model_error=model_error)
+        result = self._result(verdict, self.get_clock().now().nanoseconds, 0.0)
+        for camera in self.cameras:
+            status, detail = self.health[camera].status(now_s)
+            result.views.append(ViewResult(camera_name=camera, camera_status=int(status), camera_detail=detail))
+        self._frame_set_pub.publish(result)
+        self._last_result_s = now_s
+
+    def _publish_diagnostics(self) -> None:
+        now_s = time.monotonic()
+        statuses = []
+        for camera in self.cameras:
+            status, detail = self.health[camera].status(now_s)
+            level = DiagnosticStatus.OK if status is CameraStatus.OK else DiagnosticStatus.ERROR
+            statuses.append(DiagnosticStatus(
+                level=level, name=f"{SEGMENTATION_NODE}: camera {camera}", message=detail or "ok",
+                hardware_id=camera, values=[KeyValue(key="rate_hz", value=f"{self.health[camera].rate_hz(now_s):.1f}"),
+                                            KeyValue(key="status", value=status.name)]))
+        backend = self._pipeline.backend if self._pipeline else None
+        statuses.append(DiagnosticStatus(
+            level=DiagnosticStatus.OK if backend else DiagnosticStatus.WARN, name=f"{SEGMENTATION_NODE}: model",
+            message=backend.model_version if backend else "inactive",
+            values=[KeyValue(key="gate", value=self._gate.name), KeyValue(key="frame_sets", value=str(self._sequence))]))
+        self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                                      status=statuses))
+
+
+def main(args=None) -> int:
+    """Builds the node and spins. `--help` explains the node; ROS arguments pass through."""
+    argv = remove_ros_args(args if args is not None else sys.argv)
+    argparse.ArgumentParser(prog="segmentation", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv[1:])
+    rclpy.init(args=args)
+    try:
+        node = SegmentationNode()
+        rclpy.spin(node, executor=MultiThreadedExecutor(num_threads=2))
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

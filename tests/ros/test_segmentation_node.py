@@ -1,0 +1,205 @@
+"""Cameras -> segmentation node -> consumer, with the operator_intent node holding the gate:
+three processes over real DDS on loopback, fed by the synthetic 3-view cell."""
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE, CameraStatus, Command, Reason, Role
+from segmentation_node.contract import GateState as State
+from segmentation_node.ros.messages import endpoint_qos, nanoseconds, stamp_of
+from segmentation_node.synthetic.classical_setup import commission, train_classifier
+from segmentation_node.synthetic.render import render_frame_set
+from segmentation_node.synthetic.scene import ClipConfig, generate_clip
+from tests.ros.harness import call, node_process, spin_until
+from workcell_segmentation.msg import FrameSetResult, GateState, OperatorCommand, OperatorIntent
+from workcell_segmentation.srv import GateCommand, SetIntent
+
+CELL = ClipConfig(seed=7, views=3, width=320, height=240, frames=30, stacking=False)
+CAMERAS = ["cam_top", "cam_left", "cam_right"]
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cell")
+    clip = generate_clip(CELL)
+    commission(clip, train_classifier(replace(CELL, frames=20), seeds=(101, 102))).save(folder / "cell.npz")
+    renders = [render_frame_set(clip, index) for index in range(CELL.frames)]
+    hand = [any(o.label == "hand" for o in frame.objects) for frame in clip.frames]
+    return folder, renders, hand
+
+
+@pytest.fixture(scope="module")
+def running(cell):
+    folder, renders, hand = cell
+    operator_args = ("-p", f"state_file:={folder / 'gate.json'}", "-p", f"transition_log:={folder / 'gate.log'}",
+                     "-p", "allowed_operators:=[alice]", "-p", "initial_intent:=pick everything")
+    segmentation_args = ("-p", f"commissioning_file:={folder / 'cell.npz'}", "-p", "stale_after_s:=1.0",
+                         "-p", "publish_overlay:=true")
+    rclpy.init()
+    client = Node("segmentation_test_client")
+    client.results, client.labels, client.gates = [], [], []
+    client.create_subscription(FrameSetResult, "frame_set", client.results.append,
+                               endpoint_qos(SEGMENTATION_NODE, "frame_set"))
+    client.create_subscription(Image, "cam_top/target_labels", client.labels.append,
+                               endpoint_qos(SEGMENTATION_NODE, "{camera}/target_labels"))
+    client.create_subscription(GateState, "gate_state", client.gates.append, endpoint_qos(OPERATOR_NODE, "gate_state"))
+    # Reliable on our side: big best-effort images lose fragments on a busy loopback.
+    camera_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    client.cameras = {c: client.create_publisher(Image, f"{c}/image_raw", camera_qos) for c in CAMERAS}
+    try:
+        with node_process("segmentation_node.ros.operator_node", *operator_args, log_path=folder / "operator.log"), \
+                node_process("segmentation_node.ros.segmentation", *segmentation_args,
+                             log_path=folder / "segmentation.log"):
+            spin_until(client, lambda: all(p.get_subscription_count() > 0 for p in client.cameras.values()),
+                       "the segmentation node's camera subscriptions")
+            yield client, renders, hand
+    finally:
+        client.destroy_node()
+        rclpy.try_shutdown()
+
+
+def image(render, stamp_ns, encoding="rgb8", width=None):
+    array = render.image if width is None else render.image[:, :width]
+    return Image(header=Header(stamp=stamp_of(stamp_ns), frame_id=render.camera.frame_id), height=array.shape[0],
+                 width=array.shape[1], encoding=encoding, is_bigendian=0, step=array.shape[1] * 3,
+                 data=np.ascontiguousarray(array).tobytes())
+
+
+def send(client, renders, index, skip=(), sent=None, **bad):
+    """Publish one frame set of the clip, stamped now; returns its stamp."""
+    stamp_ns = time.time_ns()
+    if sent is not None:
+        sent.add(stamp_ns)
+    for camera, render in zip(CAMERAS, renders[index]):
+        if camera in skip:
+            continue
+        options = bad.get(camera, {})
+        client.cameras[camera].publish(image(render, stamp_ns, **options))
+    return stamp_ns
+
+
+def stream_until(client, renders, frames, condition, what, **options):
+    """Publish frame sets at ~4 Hz (cycling through `frames`) until a result published after the
+    first of them (a frame set's or the watchdog's) satisfies `condition`."""
+    deadline = time.monotonic() + 40
+    seen = len(client.results)
+    count = 0
+    while True:
+        assert time.monotonic() < deadline, f"timed out: {what}"
+        send(client, renders, frames[count % len(frames)], **options)
+        count += 1
+        end = time.monotonic() + 0.25
+        while time.monotonic() < end:
+            rclpy.spin_once(client, timeout_sec=0.02)
+        matching = [r for r in client.results[seen:] if condition(r)]
+        if matching:
+            return matching[-1]
+
+
+def command_when_clear(client, renders, frames, kind):
+    """Keep the cameras streaming and repeat the command until the gate accepts it: the
+    operator node refuses while it still holds a camera fault from before the images arrived."""
+    deadline = time.monotonic() + 30
+    while True:
+        send(client, renders, frames[0])
+        answer = gate(client, kind)
+        if answer.accepted:
+            return answer
+        assert time.monotonic() < deadline, f"{kind.name} refused: {answer.reason}"
+        assert "fault still active" in answer.reason or "in the workspace" in answer.reason, answer.reason
+        end = time.monotonic() + 0.25
+        while time.monotonic() < end:
+            rclpy.spin_once(client, timeout_sec=0.02)
+
+
+def gate(client, kind, operator="alice"):
+    request = GateCommand.Request(command=OperatorCommand(command=int(kind), operator_id=operator))
+    return call(client, GateCommand, "gate_command", request)
+
+
+def targets(result):
+    return {i.label for v in result.views for i in v.instances if i.role == Role.TARGET}
+
+
+def test_cameras_to_consumer_with_gate_intent_hand_and_faults(running):
+    client, renders, hand = running
+    calm = [i for i, h in enumerate(hand) if not h][:6]
+    hand_frames = [i for i, h in enumerate(hand) if h]
+
+    # 1. Per-view results carry the source stamps and frame ids; paused: nothing actionable.
+    sent = set()
+    first = stream_until(client, renders, calm, lambda r: r.views and r.views[0].header.frame_id,
+                         "a first frame set result", sent=sent)
+    stamp = nanoseconds(first.header.stamp)
+    assert stamp in sent
+    assert [v.camera_name for v in first.views] == CAMERAS
+    assert all(v.header.stamp == first.header.stamp for v in first.views)
+    assert [v.header.frame_id for v in first.views] == [f"{c}_optical_frame" for c in CAMERAS]
+    assert not first.actionable and Reason.GATE_NOT_RUNNING in first.reason_codes
+    spin_until(client, lambda: any(l.header.stamp == stamp_of(stamp) for l in client.labels), "label image")
+    label = next(l for l in client.labels if l.header.stamp == stamp_of(stamp))
+    assert (label.encoding, label.header.frame_id, label.width) == ("mono16", "cam_top_optical_frame", 320)
+
+    # 2. Resume: parts become pickable.
+    command_when_clear(client, renders, calm, Command.RESUME)
+    ready = stream_until(client, renders, calm, lambda r: r.actionable, "an actionable frame set")
+    assert ready.gate_state == State.RUNNING and {"part_a", "part_b"} & targets(ready)
+    assert all(i.track_id > 0 for v in ready.views for i in v.instances if i.role == Role.TARGET)
+
+    # 3. An intent change applies to the next frame set after it is accepted.
+    answer = call(client, SetIntent, "set_intent",
+                  SetIntent.Request(intent=OperatorIntent(operator_id="alice", text="pick part_b")))
+    assert answer.accepted
+    time.sleep(0.3)  # the latched intent reaches the segmentation node
+    accepted_ns = time.time_ns()
+    after = stream_until(client, renders, calm[1:], lambda r: nanoseconds(r.header.stamp) > accepted_ns,
+                         "the first frame set after the intent change")
+    assert after.intent_sequence == answer.active.sequence
+    assert targets(after) <= {"part_b"}
+
+    # 4. A hand stops the cell until an operator approves.
+    stopped = stream_until(client, renders, hand_frames, lambda r: Reason.AUTO_PAUSE_CLASS in r.reason_codes,
+                           "the hand to be seen")
+    assert not stopped.actionable
+    spin_until(client, lambda: client.gates and client.gates[-1].state == State.AWAITING_APPROVAL, "auto-pause")
+    stream_until(client, renders, calm, lambda r: Reason.AUTO_PAUSE_CLASS not in r.reason_codes, "hand gone")
+    assert "needs APPROVE" in gate(client, Command.RESUME).reason
+    command_when_clear(client, renders, calm, Command.APPROVE)
+    stream_until(client, renders, calm, lambda r: r.actionable, "actionable after approval")
+
+    # 5. A camera that stops: not actionable with the reason, the gate faults; recovery on return.
+    stale = stream_until(client, renders, calm, lambda r: Reason.CAMERA_NOT_FRESH in r.reason_codes,
+                         "the stale camera to be reported", skip=("cam_right",))
+    assert not stale.actionable and "cam_right" in " ".join(stale.reasons)
+    spin_until(client, lambda: client.gates[-1].state == State.FAULT, "gate FAULT")
+    stream_until(client, renders, calm, lambda r: Reason.CAMERA_NOT_FRESH not in r.reason_codes, "camera back")
+    command_when_clear(client, renders, calm, Command.RESUME)
+    stream_until(client, renders, calm, lambda r: r.actionable, "actionable after the fault cleared")
+
+
+@pytest.mark.parametrize("bad, detail", [
+    ({"cam_left": {"encoding": "yuv422"}}, "unsupported encoding"),
+    ({"cam_left": {"width": 200}}, "commissioned at 320x240"),
+])
+def test_bad_input_is_reported_and_the_node_keeps_going(running, bad, detail):
+    client, renders, hand = running
+    calm = [i for i, h in enumerate(hand) if not h][:3]
+    def left_view(result):
+        return next(v for v in result.views if v.camera_name == "cam_left")
+
+    rejected = stream_until(client, renders, calm, lambda r: left_view(r).camera_status == CameraStatus.BAD_INPUT,
+                            "the bad image to be reported", **bad)
+    assert not rejected.actionable and Reason.CAMERA_NOT_FRESH in rejected.reason_codes
+    left = left_view(rejected)
+    assert detail in left.camera_detail
+    assert not any(i for i in left.instances), "nothing from bad data"
+    recovered = stream_until(client, renders, calm, lambda r: Reason.CAMERA_NOT_FRESH not in r.reason_codes,
+                             "good images again")
+    assert all(v.camera_status == CameraStatus.OK for v in recovered.views)
