@@ -1,0 +1,58 @@
+"""Both nodes of the workcell in one namespace, cameras remapped onto their driver topics.
+
+    ros2 launch workcell_segmentation workcell.launch.py profile:=orin \
+        cameras:=cam_top,cam_left,cam_right camera_prefix:=/cameras \
+        commissioning_file:=/etc/workcell/cell.npz
+
+Arguments: profile (cpu | orin | thor: picks config/<profile>.yaml), config_file (overrides the
+profile's file), cameras, camera_prefix (where the drivers publish <camera>/image_raw),
+backend, checkpoint, commissioning_file, namespace.
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+
+PACKAGE = "workcell_segmentation"
+
+
+def _nodes(context):
+    value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    share = get_package_share_directory(PACKAGE)
+    config = value("config_file") or os.path.join(share, "config", f"{value('profile')}.yaml")
+    cameras = [c.strip() for c in value("cameras").split(",") if c.strip()]
+    prefix = value("camera_prefix").rstrip("/")
+    overrides = {"cameras": cameras}
+    for name in ("backend", "checkpoint", "commissioning_file"):
+        if value(name):
+            overrides[name] = value(name)
+    # The node subscribes relative <camera>/image_raw inside the namespace: point each at its driver.
+    remappings = [(f"{camera}/{topic}", f"{prefix}/{camera}/{topic}")
+                  for camera in cameras for topic in ("image_raw", "camera_info")]
+    namespace = value("namespace")
+    return [
+        LifecycleNode(package=PACKAGE, executable="segmentation", name="segmentation", namespace=namespace,
+                      parameters=[config, overrides], remappings=remappings, output="screen"),
+        Node(package=PACKAGE, executable="operator_intent", name="operator_intent", namespace=namespace,
+             parameters=[config], output="screen"),
+    ]
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        DeclareLaunchArgument("profile", default_value="cpu", choices=["cpu", "orin", "thor"],
+                              description="parameter profile: config/<profile>.yaml"),
+        DeclareLaunchArgument("config_file", default_value="", description="parameter file instead of the profile's"),
+        DeclareLaunchArgument("cameras", default_value="cam_top,cam_left,cam_right",
+                              description="comma-separated camera names"),
+        DeclareLaunchArgument("camera_prefix", default_value="", description="namespace of the camera drivers"),
+        DeclareLaunchArgument("backend", default_value="", description="classical | sam3 | sam3_small (profile's)"),
+        DeclareLaunchArgument("checkpoint", default_value="", description="SAM3 checkpoint file (backend sam3)"),
+        DeclareLaunchArgument("commissioning_file", default_value="",
+                              description="calibration, backgrounds, zones (workcell_commission)"),
+        DeclareLaunchArgument("namespace", default_value="workcell", description="namespace of both nodes"),
+        OpaqueFunction(function=_nodes),
+    ])

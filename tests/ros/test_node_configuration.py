@@ -1,0 +1,117 @@
+"""Parameter files, validation and the lifecycle of the segmentation node (in-process rclpy)."""
+import ast
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import rclpy
+import yaml
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+
+from segmentation_node.ros.operator_node import OperatorIntentNode
+from segmentation_node.ros.segmentation import SegmentationNode
+from segmentation_node.synthetic.classical_setup import commission, train_classifier
+from segmentation_node.synthetic.scene import ClipConfig, generate_clip
+from tests.ros.interface_samples import REPO
+
+PROFILES = sorted((REPO / "config").glob("*.yaml"))
+PROFILES = [p for p in PROFILES if p.name != "ontology.yaml"]
+
+
+@pytest.fixture(scope="module")
+def ros():
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def commissioning(tmp_path_factory):
+    config = ClipConfig(views=3, width=96, height=72, frames=4)
+    path = tmp_path_factory.mktemp("cell") / "cell.npz"
+    commission(generate_clip(config), train_classifier(replace(config, frames=4), seeds=(1,), frames_per_clip=1)).save(path)
+    return path
+
+
+def parameters_of(profile: Path, node: str) -> list[Parameter]:
+    data = yaml.safe_load(profile.read_text())
+    return [Parameter(name, value=value) for name, value in data[f"/**/{node}"]["ros__parameters"].items()]
+
+
+def segmentation(overrides):
+    return SegmentationNode(parameter_overrides=[Parameter("autostart", value=False), *overrides])
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem)
+def test_every_profile_sets_only_declared_parameters(ros, profile, tmp_path):
+    node = segmentation(parameters_of(profile, "segmentation"))
+    try:
+        for parameter in parameters_of(profile, "segmentation"):
+            assert node.has_parameter(parameter.name), f"{profile.name}: unknown parameter {parameter.name}"
+            assert node.get_parameter(parameter.name).value == parameter.value
+    finally:
+        node.destroy_node()
+    operator = OperatorIntentNode(parameter_overrides=[
+        *parameters_of(profile, "operator_intent"), Parameter("state_file", value=str(tmp_path / "g.json")),
+        Parameter("transition_log", value=str(tmp_path / "g.log"))])
+    operator.destroy_node()
+
+
+def test_cpu_profile_configures_and_activates_with_a_commissioning_file(ros, commissioning):
+    node = segmentation([*parameters_of(REPO / "config/cpu.yaml", "segmentation"),
+                         Parameter("commissioning_file", value=str(commissioning))])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("overrides", [
+    {"backend": "magic"},
+    {"cameras": ["cam_top", "cam_top"]},
+    {"cameras": ["not a name"]},
+    {"backend": "classical", "commissioning_file": ""},
+    {"backend": "sam3", "checkpoint": "/nowhere/sam3.pt"},
+])
+def test_bad_parameters_refuse_configure_and_the_node_stays_up(ros, overrides):
+    node = segmentation([Parameter(name, value=value) for name, value in overrides.items()])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE  # still there, still refusing
+    finally:
+        node.destroy_node()
+
+
+def test_camera_missing_from_commissioning_refuses_activate(ros, commissioning):
+    node = segmentation([Parameter("cameras", value=["cam_top", "cam_back"]),
+                         Parameter("commissioning_file", value=str(commissioning))])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.FAILURE
+    finally:
+        node.destroy_node()
+
+
+def test_out_of_range_parameter_is_rejected_by_its_descriptor(ros):
+    node = segmentation([])
+    try:
+        result = node.set_parameters([Parameter("sync_queue_size", value=0)])[0]
+        assert not result.successful
+    finally:
+        node.destroy_node()
+
+
+def test_launch_file_is_valid_python_and_builds_where_launch_exists():
+    source = (REPO / "launch/workcell.launch.py").read_text()
+    ast.parse(source)
+    if importlib.util.find_spec("launch_ros") is None:
+        pytest.skip("launch / launch_ros are not on PyPI: the description is built on robots only")
+    spec = importlib.util.spec_from_file_location("workcell_launch", REPO / "launch/workcell.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.generate_launch_description().entities
