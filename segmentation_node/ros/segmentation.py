@@ -40,7 +40,7 @@ from segmentation_node.perception.ontology import OntologyError, load_ontology
 from segmentation_node.perception.pipeline import FrameSetOutcome, KeyframeScheduler, PerceptionPipeline
 from segmentation_node.perception.types import CameraFrame
 from segmentation_node.ros.messages import endpoint_qos, image_message, instance_message, nanoseconds, stamp_of
-from segmentation_node.sync import ApproximateSync
+from segmentation_node.ros.synchronizer import make_synchronizer
 from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState, ViewResult
 
 BACKENDS = ("classical", "sam3", "sam3_small")
@@ -194,7 +194,7 @@ class SegmentationNode(LifecycleNode):
 
     def _setup_io(self) -> None:
         self.health = {c: CameraHealth(c, self.stale_after_s) for c in self.cameras}
-        self._sync = ApproximateSync(len(self.cameras), self.sync_queue, self.slop_s, self._on_frame_set)
+        self._sync = make_synchronizer(len(self.cameras), self.sync_queue, self.slop_s, self._on_frame_set)
         self._gate = contract.GateState.UNKNOWN
         self._pending_intent = None
         self._intent_sequence = 0

@@ -115,3 +115,22 @@ def test_launch_file_is_valid_python_and_builds_where_launch_exists():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.generate_launch_description().entities
+
+
+def test_synchronizer_uses_message_filters_where_installed():
+    from segmentation_node.ros.synchronizer import make_synchronizer
+    from segmentation_node.sync import ApproximateSync
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    sets = []
+    sync = make_synchronizer(2, 5, 0.01, lambda *messages: sets.append(messages))
+    if importlib.util.find_spec("message_filters") is None:
+        assert isinstance(sync, ApproximateSync)
+    stamp = lambda ns: Header(stamp=rclpy.time.Time(nanoseconds=ns).to_msg())  # noqa: E731
+    first, second, late = Image(header=stamp(10**9)), Image(header=stamp(10**9 + 5 * 10**6)), Image(header=stamp(2 * 10**9))
+    sync.add(0, 10**9, first)
+    sync.add(1, 2 * 10**9, late)
+    assert sets == []
+    sync.add(1, 10**9 + 5 * 10**6, second)
+    assert sets == [(first, second)]
