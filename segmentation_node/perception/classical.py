@@ -153,10 +153,14 @@ class ClassicalBackend:
 
     name = "classical"
 
-    def __init__(self, classifier: ColorClassifier, views: dict[str, ViewSetup], split_parts: Sequence[str] = ()):
+    def __init__(self, classifier: ColorClassifier, views: dict[str, ViewSetup], split_parts: Sequence[str] = (),
+                 static_classes: Sequence[str] = ()):
         self.classifier = classifier
         self.views = views
         self.split_parts = set(split_parts)  # classes whose touching instances are split apart
+        # Classes recorded in the empty cell (fixtures) are found by colour alone; every other
+        # class must also have changed the scene, so a brightly lit table is never a "hand".
+        self.static_classes = set(static_classes)
         self.model_version = f"classical-{len(classifier.classes)}classes"
 
     def reset(self) -> None:
@@ -179,8 +183,10 @@ class ClassicalBackend:
             typical = self.classifier.typical_area.get(label, 200.0)
             mask = classes == self.classifier.index(label)
             if label in self.split_parts:
-                mask &= foreground  # a part is something the empty cell does not have
+                mask &= foreground
                 mask |= defect & _grow(mask, 2)  # scratches belong to the part they are on
+            elif label not in self.static_classes:
+                mask &= _grow(foreground, 2)
             mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)).astype(bool)
             pieces = _components(mask, max(12, int(0.15 * typical)))
             if label not in self.split_parts:

@@ -27,13 +27,14 @@ class Commissioning:
     cameras: dict[str, CameraCommissioning]
     classifier: ColorClassifier
     part_classes: tuple[str, ...]
+    static_classes: tuple[str, ...]  # in the empty-cell background (fixtures)
 
     def geometry(self) -> dict[str, ViewGeometry]:
         return {name: camera.geometry for name, camera in self.cameras.items()}
 
     def classical_backend(self) -> ClassicalBackend:
         views = {name: ViewSetup(camera.background, camera.zone) for name, camera in self.cameras.items()}
-        return ClassicalBackend(self.classifier, views, split_parts=self.part_classes)
+        return ClassicalBackend(self.classifier, views, self.part_classes, self.static_classes)
 
     def save(self, path: Path) -> None:
         arrays = {"classes": np.array(self.classifier.classes), "table": self.classifier.table,
@@ -45,6 +46,7 @@ class Commissioning:
             arrays[f"{name}/spread"] = camera.background.spread
             arrays[f"{name}/zone"] = camera.zone
         meta = {"cameras": list(self.cameras), "part_classes": list(self.part_classes),
+                "static_classes": list(self.static_classes),
                 "typical_area": self.classifier.typical_area,
                 "thresholds": {n: c.background.threshold for n, c in self.cameras.items()}}
         buffer = io.BytesIO()
@@ -66,4 +68,4 @@ class Commissioning:
             raise FileNotFoundError(f"commissioning file not found: {path}") from None
         except (KeyError, ValueError, OSError) as error:
             raise ValueError(f"{path} is not a commissioning file: {error}") from None
-        return cls(cameras, classifier, tuple(meta["part_classes"]))
+        return cls(cameras, classifier, tuple(meta["part_classes"]), tuple(meta["static_classes"]))

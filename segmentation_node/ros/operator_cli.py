@@ -63,12 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--operator", default=getpass.getuser(), help="your operator id (default: login name)")
     parser.add_argument("--reason", default="", help="recorded with the gate transition")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
+    parser.add_argument("--namespace", default="/workcell", help="namespace of the nodes (launch: namespace)")
     args = parser.parse_args(argv)
     if args.action == "intent" and not args.text.strip():
         parser.error("intent needs the text, e.g. operator intent \"defective items only\"")
 
     rclpy.init()
-    node = Node("operator_cli")
+    node = Node("operator_cli", namespace=args.namespace)
     try:
         if args.action == "status":
             print(_status(node, args.timeout))

@@ -19,6 +19,7 @@ from segmentation_node.synthetic.scene import BIN_HALF, BIN_WALL_HEIGHT, DEFAULT
 
 CLASSES = (BACKGROUND_CLASS, *sorted(label for label in DEFAULT_ROLES if label != "bin"), DEFECT_CLASS)
 PART_CLASSES = ("part_a", "part_b")
+STATIC_CLASSES = ("fixture",)  # recorded with the empty cell
 
 
 GAINS = (0.8, 1.0, 1.2)  # lighting augmentation: the cell gets dimmer and brighter than rendered
@@ -72,7 +73,7 @@ def commission(clip: Clip, classifier: ColorClassifier) -> Commissioning:
     cameras = {camera.name: CameraCommissioning(ViewGeometry(camera.intrinsics, camera.world_from_camera),
                                                 backgrounds[camera.name], bin_zone(camera))
                for camera in clip.cameras}
-    return Commissioning(cameras, classifier, PART_CLASSES)
+    return Commissioning(cameras, classifier, PART_CLASSES, STATIC_CLASSES)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,7 +125,8 @@ def test_restart_comes_back_stopped(client, tmp_path):
 def test_operator_cli(client, tmp_path):
     with node_process(MODULE, *operator_args(tmp_path)):
         wait_state(client, State.PAUSED)
-        run = lambda *args: subprocess.run([sys.executable, "-m", "segmentation_node.ros.operator_cli", *args],
+        run = lambda *args: subprocess.run([sys.executable, "-m", "segmentation_node.ros.operator_cli", *args,
+                                            "--namespace", "/"],
                                            cwd=REPO, capture_output=True, text=True, timeout=60)
         resumed = run("resume", "--operator", "alice", "--timeout", "15")
         assert resumed.returncode == 0 and "gate RUNNING" in resumed.stdout
@@ -133,6 +134,7 @@ def test_operator_cli(client, tmp_path):
         assert rejected.returncode == 1 and "REJECTED" in rejected.stdout and "blocks" in rejected.stdout
         status = run("status", "--timeout", "15")
         assert status.returncode == 0 and "gate: RUNNING" in status.stdout
-    down = subprocess.run([sys.executable, "-m", "segmentation_node.ros.operator_cli", "pause", "--timeout", "1"],
+    down = subprocess.run([sys.executable, "-m", "segmentation_node.ros.operator_cli", "pause", "--timeout", "1",
+                           "--namespace", "/"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert down.returncode == 3 and "is the operator_intent node running" in down.stderr
