@@ -33,12 +33,14 @@ from segmentation_node.demo import (
     default_cache_dir, scene_key)
 from segmentation_node.image_codec import view
 from segmentation_node.ros.messages import endpoint_qos, stamp_of
+from segmentation_node.ros.services import call
 from segmentation_node.synthetic.classical_setup import commission
 from segmentation_node.synthetic.scene import ClipConfig, generate_clip
 from workcell_segmentation.msg import FrameSetResult, GateState, OperatorCommand, OperatorIntent
 from workcell_segmentation.srv import GateCommand, SetIntent
 
 OPERATOR_ID = "demo-operator"
+SERVICE_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -93,24 +95,15 @@ class DemoCell(Node):
         self.overlays.setdefault(key, {})[camera] = np.array(view(message))
 
     # --- the operator -------------------------------------------------------------------------------
-    def call(self, client, request, timeout_s: float = 5.0):
-        if not client.wait_for_service(timeout_sec=timeout_s):
-            raise RuntimeError(f"{client.srv_name} is not available: did the operator_intent node start?")
-        future = client.call_async(request)
-        rclpy.spin_until_future_complete(self, future, timeout_sec=timeout_s)
-        if not future.done():
-            raise RuntimeError(f"{client.srv_name} did not answer within {timeout_s:g} s")
-        return future.result()
-
     def command(self, kind: Command, reason: str):
-        answer = self.call(self.gate_client, GateCommand.Request(
-            command=OperatorCommand(command=int(kind), operator_id=OPERATOR_ID, reason=reason)))
+        answer = call(self, self.gate_client, GateCommand.Request(
+            command=OperatorCommand(command=int(kind), operator_id=OPERATOR_ID, reason=reason)), SERVICE_TIMEOUT_S)
         self.log.say(f"  operator {kind.name.lower()}: {'accepted' if answer.accepted else 'refused'} ({answer.reason})")
         return answer.accepted
 
     def intent(self, text: str) -> bool:
-        answer = self.call(self.intent_client, SetIntent.Request(
-            intent=OperatorIntent(operator_id=OPERATOR_ID, text=text)))
+        answer = call(self, self.intent_client, SetIntent.Request(
+            intent=OperatorIntent(operator_id=OPERATOR_ID, text=text)), SERVICE_TIMEOUT_S)
         self.log.say(f"  operator intent '{text}': {'accepted' if answer.accepted else 'refused'} ({answer.reason})")
         return answer.accepted
 
@@ -241,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args.out, args.cache, args.rate_factor, args.quiet)
-    except RuntimeError as error:
+    except (RuntimeError, TimeoutError) as error:
         print(f"workcell_demo_ros: {error}", file=sys.stderr)
         return 1
 

@@ -19,19 +19,9 @@ from rclpy.node import Node
 from segmentation_node.contract import OPERATOR_NODE, Command
 from segmentation_node.contract import GateState as State
 from segmentation_node.ros.messages import endpoint_qos
+from segmentation_node.ros.services import call
 from workcell_segmentation.msg import ActiveIntent, GateState, OperatorCommand, OperatorIntent
 from workcell_segmentation.srv import GateCommand, SetIntent
-
-
-def _call(node: Node, service_type, name: str, request, timeout_s: float):
-    client = node.create_client(service_type, name)
-    if not client.wait_for_service(timeout_sec=timeout_s):
-        raise TimeoutError(f"no '{name}' service within {timeout_s:g} s: is the operator_intent node running?")
-    future = client.call_async(request)
-    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout_s)
-    if not future.done():
-        raise TimeoutError(f"'{name}' did not answer within {timeout_s:g} s")
-    return future.result()
 
 
 def _status(node: Node, timeout_s: float) -> str:
@@ -75,15 +65,16 @@ def main(argv: list[str] | None = None) -> int:
             print(_status(node, args.timeout))
             return 0
         if args.action == "intent":
-            response = _call(node, SetIntent, "set_intent",
-                             SetIntent.Request(intent=OperatorIntent(operator_id=args.operator, text=args.text)),
-                             args.timeout)
+            response = call(node, node.create_client(SetIntent, "set_intent"),
+                            SetIntent.Request(intent=OperatorIntent(operator_id=args.operator, text=args.text)),
+                            args.timeout)
             hint = f" Suggestions: {', '.join(response.suggestions)}." if response.suggestions else ""
             print(f"{'accepted' if response.accepted else 'REJECTED'}: {response.reason}{hint}")
             return 0 if response.accepted else 1
         command = OperatorCommand(command=int(Command[args.action.upper()]), operator_id=args.operator,
                                   reason=args.reason)
-        response = _call(node, GateCommand, "gate_command", GateCommand.Request(command=command), args.timeout)
+        response = call(node, node.create_client(GateCommand, "gate_command"), GateCommand.Request(command=command),
+                        args.timeout)
         print(f"{'accepted' if response.accepted else 'REJECTED'}: {response.reason}; "
               f"gate {State(response.state.state).name}")
         return 0 if response.accepted else 1
