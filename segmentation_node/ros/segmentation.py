@@ -32,13 +32,14 @@ from std_msgs.msg import Header
 from segmentation_node import contract
 from segmentation_node.camera_health import CameraHealth
 from segmentation_node.contract import SEGMENTATION_NODE, CameraStatus, Role
-from segmentation_node.image_codec import ImageError, to_rgb
+from segmentation_node.image_codec import ImageError
 from segmentation_node.overlay import OverlayItem, draw_overlay
 from segmentation_node.perception.actionability import ActionabilityConfig, decide
 from segmentation_node.perception.intent import IntentError, resolve_intent
 from segmentation_node.perception.ontology import OntologyError, load_ontology
 from segmentation_node.perception.pipeline import FrameSetOutcome, KeyframeScheduler, PerceptionPipeline
 from segmentation_node.perception.types import CameraFrame
+from segmentation_node.ros.image_conversion import make_converter
 from segmentation_node.ros.messages import endpoint_qos, image_message, instance_message, nanoseconds, stamp_of
 from segmentation_node.ros.synchronizer import make_synchronizer
 from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState, ViewResult
@@ -194,6 +195,7 @@ class SegmentationNode(LifecycleNode):
 
     def _setup_io(self) -> None:
         self.health = {c: CameraHealth(c, self.stale_after_s) for c in self.cameras}
+        self._to_rgb = make_converter()
         self._sync = make_synchronizer(len(self.cameras), self.sync_queue, self.slop_s, self._on_frame_set)
         self._gate = contract.GateState.UNKNOWN
         self._pending_intent = None
@@ -298,7 +300,7 @@ class SegmentationNode(LifecycleNode):
         views, problems, details = [], {}, {}
         for camera, message in zip(self.cameras, messages):
             try:
-                image = to_rgb(message)
+                image = self._to_rgb(message)
                 expected = self._expected_size(camera)
                 if expected and image.shape[:2] != expected:
                     raise ImageError(f"image is {image.shape[1]}x{image.shape[0]}, this camera is commissioned "

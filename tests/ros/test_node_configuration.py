@@ -134,3 +134,31 @@ def test_synchronizer_uses_message_filters_where_installed():
     assert sets == []
     sync.add(1, 10**9 + 5 * 10**6, second)
     assert sets == [(first, second)]
+
+
+CONVERTERS = ["numpy view"] + (["cv_bridge"] if importlib.util.find_spec("cv_bridge") else [])
+
+
+@pytest.mark.parametrize("converter", CONVERTERS)
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422"])
+def test_image_conversion_on_every_encoding(converter, encoding):
+    """The node's converter (cv_bridge on robots, the numpy view here) on real sensor_msgs/Image."""
+    import numpy as np
+    from sensor_msgs.msg import Image
+
+    from segmentation_node.image_codec import ImageError, to_rgb
+    from segmentation_node.ros.image_conversion import _cv_bridge_converter
+
+    convert = to_rgb if converter == "numpy view" else _cv_bridge_converter()
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    pixels = {"rgb8": rgb, "bgr8": rgb[..., ::-1], "rgba8": np.dstack([rgb, np.zeros((2, 3), np.uint8)]),
+              "bgra8": np.dstack([rgb[..., ::-1], np.zeros((2, 3), np.uint8)]), "mono8": rgb[..., 0],
+              "yuv422": rgb[..., :2]}[encoding]
+    pixels = np.ascontiguousarray(pixels)
+    message = Image(height=2, width=3, encoding=encoding, step=pixels.strides[0], data=pixels.tobytes())
+    if encoding == "yuv422":
+        with pytest.raises(ImageError, match="unsupported encoding"):
+            convert(message)
+        return
+    expected = np.repeat(rgb[..., :1], 3, axis=2) if encoding == "mono8" else rgb
+    assert np.array_equal(convert(message), expected)

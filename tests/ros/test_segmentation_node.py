@@ -65,8 +65,9 @@ def running(cell):
         rclpy.try_shutdown()
 
 
-def image(render, stamp_ns, encoding="rgb8", width=None):
+def image(render, stamp_ns, encoding="rgb8", width=None, stamp_offset_ns=0):
     array = render.image if width is None else render.image[:, :width]
+    stamp_ns += stamp_offset_ns
     return Image(header=Header(stamp=stamp_of(stamp_ns), frame_id=render.camera.frame_id), height=array.shape[0],
                  width=array.shape[1], encoding=encoding, is_bigendian=0, step=array.shape[1] * 3,
                  data=np.ascontiguousarray(array).tobytes())
@@ -169,9 +170,12 @@ def test_cameras_to_consumer_with_gate_intent_hand_and_faults(running):
                            "the hand to be seen")
     assert not stopped.actionable
     spin_until(client, lambda: client.gates and client.gates[-1].state == State.AWAITING_APPROVAL, "auto-pause")
+    stopped_at = len(client.results)
     stream_until(client, renders, calm, lambda r: Reason.AUTO_PAUSE_CLASS not in r.reason_codes, "hand gone")
     assert "needs APPROVE" in gate(client, Command.RESUME).reason
+    approved_at = len(client.results)
     command_when_clear(client, renders, calm, Command.APPROVE)
+    assert not any(r.actionable for r in client.results[stopped_at:approved_at]), "nothing until approval"
     stream_until(client, renders, calm, lambda r: r.actionable, "actionable after approval")
 
     # 5. A camera that stops: not actionable with the reason, the gate faults; recovery on return.
@@ -187,6 +191,7 @@ def test_cameras_to_consumer_with_gate_intent_hand_and_faults(running):
 @pytest.mark.parametrize("bad, detail", [
     ({"cam_left": {"encoding": "yuv422"}}, "unsupported encoding"),
     ({"cam_left": {"width": 200}}, "commissioned at 320x240"),
+    ({"cam_left": {"stamp_offset_ns": -10_000_000_000}}, "stamp went back"),
 ])
 def test_bad_input_is_reported_and_the_node_keeps_going(running, bad, detail):
     client, renders, hand = running
