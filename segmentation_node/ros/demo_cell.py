@@ -32,7 +32,7 @@ from segmentation_node.demo import (
     EMBEDDED_DEFAULT, FIRST_INTENT, INTENT_CHANGE_FRAME, SECOND_INTENT, cached_classifier, cached_scene,
     default_cache_dir, scene_key)
 from segmentation_node.image_codec import view
-from segmentation_node.ros.messages import endpoint_qos, stamp_of
+from segmentation_node.ros.messages import endpoint_qos, nanoseconds, stamp_of
 from segmentation_node.ros.services import call
 from segmentation_node.synthetic.classical_setup import commission
 from segmentation_node.synthetic.scene import ClipConfig, generate_clip
@@ -153,8 +153,7 @@ def run(out: Path, cache: Path, rate_factor: float, quiet: bool, config: ClipCon
         log.say(f"replaying {len(frame_sets)} frame sets of {len(cameras)} cameras at "
                 f"{config.rate_hz * rate_factor:g} Hz into the segmentation node")
         period = 1.0 / (config.rate_hz * rate_factor)
-        moments: dict[str, int] = {}
-        resumed = False
+        resumed, intent_changed_ns, approved_ns = False, None, None
         for index, frame_set in enumerate(frame_sets):
             stamp = time.time_ns()
             for camera, raw in frame_set.items():
@@ -166,21 +165,16 @@ def run(out: Path, cache: Path, rate_factor: float, quiet: bool, config: ClipCon
             cell.spin_for(period * 0.5)
             if not resumed and cell.results:
                 resumed = cell.command(Command.RESUME, "demo start")
-            if index == INTENT_CHANGE_FRAME:
-                cell.intent(SECOND_INTENT)
-                moments.setdefault("intent changed", stamp)
+            if index == INTENT_CHANGE_FRAME and cell.intent(SECOND_INTENT):
+                intent_changed_ns = time.time_ns()
             latest = cell.results[-1] if cell.results else None
-            if latest is not None and Reason.AUTO_PAUSE_CLASS in latest.reason_codes:
-                moments.setdefault("hand in the cell", stamp)
             if cell.gate is not None and cell.gate.state == State.AWAITING_APPROVAL and latest is not None \
                     and Reason.AUTO_PAUSE_CLASS not in latest.reason_codes:
                 if cell.command(Command.APPROVE, "hand gone, cell checked"):
-                    moments.setdefault("after approval", stamp)
-            if latest is not None and latest.actionable:
-                moments.setdefault("first actionable", stamp)
+                    approved_ns = time.time_ns()
             cell.spin_for(max(0.0, period * 0.5))
-        moments["end"] = stamp
         cell.spin_for(2.0)
+        moments = _key_moments(cell.results, intent_changed_ns, approved_ns)
         _write_outputs(out, cell, moments, log)
         return 0
     finally:
@@ -191,21 +185,41 @@ def run(out: Path, cache: Path, rate_factor: float, quiet: bool, config: ClipCon
             node.wait(timeout=15)
 
 
+def _key_moments(results: list[FrameSetResult], intent_changed_ns, approved_ns) -> dict[str, int]:
+    """Stamps of the frame sets worth a picture, from what the nodes answered."""
+    def first(condition):
+        return next((nanoseconds(r.header.stamp) for r in results if condition(r)), None)
+
+    after = lambda r, t: t is not None and nanoseconds(r.header.stamp) > t  # noqa: E731
+    found = {
+        "first actionable": first(lambda r: r.actionable),
+        "intent changed": first(lambda r: after(r, intent_changed_ns) and r.views and r.views[0].instances),
+        "hand in the cell": first(lambda r: Reason.AUTO_PAUSE_CLASS in r.reason_codes),
+        "after approval": first(lambda r: after(r, approved_ns) and r.actionable),
+        "end": nanoseconds(results[-1].header.stamp) if results else None,
+    }
+    return {moment: stamp for moment, stamp in found.items() if stamp is not None}
+
+
 def _start(module: str, log_path: Path, *ros_args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", module, "--ros-args", *ros_args],
                             stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
 
 
 def _write_outputs(out: Path, cell: DemoCell, moments: dict[str, int], log: Log) -> None:
-    """One row of overlays per key moment (the first complete set at or after it)."""
+    """One row of overlays per key moment: per camera the first overlay at or after it (overlays
+    are best effort, so the cameras of one row may come from neighbouring frame sets)."""
     rows = []
     for moment, stamp_ns in sorted(moments.items(), key=lambda item: item[1]):
-        complete = sorted(k for k, images in cell.overlays.items()
-                          if len(images) == len(cell.cameras) and k[0] * 10**9 + k[1] >= stamp_ns)
-        if not complete:
+        tiles = []
+        for camera in cell.cameras:
+            later = sorted(k for k, images in cell.overlays.items()
+                           if camera in images and k[0] * 10**9 + k[1] >= stamp_ns)
+            tiles.append(cell.overlays[later[0]][camera] if later else None)
+        if all(tile is None for tile in tiles):
             continue
-        images = cell.overlays[complete[0]]
-        row = np.concatenate([images[c] for c in cell.cameras], axis=1)
+        shape = next(tile.shape for tile in tiles if tile is not None)
+        row = np.concatenate([tile if tile is not None else np.full(shape, 60, np.uint8) for tile in tiles], axis=1)
         cv2.putText(row, moment, (8, row.shape[0] - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (255, 255, 0), 2, cv2.LINE_AA)
         rows.append(row)
         ok, png = cv2.imencode(".png", cv2.cvtColor(row, cv2.COLOR_RGB2BGR))

@@ -201,7 +201,7 @@ class SegmentationNode(LifecycleNode):
         self._pending_intent = None
         self._intent_sequence = 0
         self._sequence = 0
-        self._last_result_s = time.monotonic()
+        self._last_input_s = time.monotonic()  # last synchronized set, or watchdog report
         self._frame_set_pub = self.create_lifecycle_publisher(
             FrameSetResult, "frame_set", endpoint_qos(SEGMENTATION_NODE, "frame_set"))
         self._diagnostics_pub = self.create_lifecycle_publisher(
@@ -246,6 +246,7 @@ class SegmentationNode(LifecycleNode):
         self._sync.add(index, stamp_ns, message)
 
     def _on_frame_set(self, *messages: Image) -> None:
+        self._last_input_s = time.monotonic()
         with self._wake:
             self._queue.append(messages)
             while len(self._queue) > self.worker_queue:
@@ -341,7 +342,6 @@ class SegmentationNode(LifecycleNode):
                 self._publish_view_images(camera, message, images[camera], instances, targets, outcome)
         result.latency_ms = float((self.get_clock().now().nanoseconds - newest_ns) / 1e6)
         self._frame_set_pub.publish(result)
-        self._last_result_s = time.monotonic()
 
     def _result(self, verdict, stamp_ns: int, inference_ms: float) -> FrameSetResult:
         with self._lock:  # the worker and the watchdog both publish
@@ -377,8 +377,9 @@ class SegmentationNode(LifecycleNode):
             pubs["overlay"].publish(image_message(message.header, draw_overlay(image, items, banner), "rgb8"))
 
     def _watchdog(self) -> None:
-        """No frame set for a while (a camera stopped, sync cannot match): say so, not actionable."""
-        if self._pipeline is None or time.monotonic() - self._last_result_s < self.stale_after_s:
+        """No synchronized frame set for a while (a camera stopped, sync cannot match): say so, not
+        actionable. A slow model is not a stale camera: frame sets keep arriving then."""
+        if self._pipeline is None or time.monotonic() - self._last_input_s < self.stale_after_s:
             return
         now_s = time.monotonic()
         problems = {c: self.health[c].status(now_s)[1] for c in self.cameras
@@ -396,7 +397,7 @@ class SegmentationNode(LifecycleNode):
             status, detail = self.health[camera].status(now_s)
             result.views.append(ViewResult(camera_name=camera, camera_status=int(status), camera_detail=detail))
         self._frame_set_pub.publish(result)
-        self._last_result_s = now_s
+        self._last_input_s = now_s
 
     def _publish_diagnostics(self) -> None:
         now_s = time.monotonic()
