@@ -24,7 +24,7 @@ from segmentation_node.atomic_io import atomic_write_bytes
 from segmentation_node.contract import Role
 from segmentation_node.overlay import OverlayItem, draw_overlay
 from segmentation_node.perception.classical import ColorClassifier
-from segmentation_node.perception.evaluation import EvaluationReport, classical_pipeline, evaluate_clip
+from segmentation_node.synthetic.evaluation import EvaluationReport, classical_pipeline, evaluate_clip
 from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.pipeline import FrameSetOutcome
 from segmentation_node.synthetic.classical_setup import train_classifier

@@ -9,7 +9,7 @@ import pytest
 
 from segmentation_node.contract import GateState, Reason, Role
 from segmentation_node.perception.classical import BackgroundModel, ColorClassifier
-from segmentation_node.perception.evaluation import classical_pipeline, evaluate_clip
+from segmentation_node.synthetic.evaluation import classical_pipeline, evaluate_clip
 from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.types import CameraFrame
 from segmentation_node.synthetic.classical_setup import empty_cell_backgrounds, train_classifier

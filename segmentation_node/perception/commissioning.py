@@ -32,6 +32,10 @@ class Commissioning:
     def geometry(self) -> dict[str, ViewGeometry]:
         return {name: camera.geometry for name, camera in self.cameras.items()}
 
+    def image_sizes(self) -> dict[str, tuple[int, int]]:
+        """(rows, columns) each camera was commissioned at; other sizes are bad input."""
+        return {name: camera.zone.shape for name, camera in self.cameras.items()}
+
     def classical_backend(self) -> ClassicalBackend:
         views = {name: ViewSetup(camera.background, camera.zone) for name, camera in self.cameras.items()}
         return ClassicalBackend(self.classifier, views, self.part_classes, self.static_classes)

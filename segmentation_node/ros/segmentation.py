@@ -117,7 +117,7 @@ class SegmentationNode(LifecycleNode):
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         try:
-            backend, geometry = self._build_backend()
+            backend, geometry, self._image_sizes = self._build_backend()
         except Exception as error:  # noqa: BLE001 - a model that cannot load must not take the node down
             self.get_logger().error(f"activate refused: backend '{self.backend_name}' failed to load: {error}")
             return TransitionCallbackReturn.FAILURE
@@ -177,7 +177,7 @@ class SegmentationNode(LifecycleNode):
             missing = [c for c in self.cameras if c not in commissioning.cameras]
             if missing:
                 raise ValueError(f"commissioning has no data for {', '.join(missing)}")
-            return commissioning.classical_backend(), commissioning.geometry()
+            return commissioning.classical_backend(), commissioning.geometry(), commissioning.image_sizes()
         from segmentation_node.sam3_backend.backend import Sam3Backend
         from segmentation_node.sam3_backend.builder import build_sam3, build_small_sam3
 
@@ -186,12 +186,12 @@ class SegmentationNode(LifecycleNode):
             model = build_small_sam3()
         else:
             model = build_sam3(Path(self.checkpoint).expanduser())
-        geometry = {}
-        if self.commissioning_file:
-            from segmentation_node.perception.commissioning import Commissioning
+        if not self.commissioning_file:
+            return Sam3Backend(model), {}, {}
+        from segmentation_node.perception.commissioning import Commissioning
 
-            geometry = Commissioning.load(Path(self.commissioning_file).expanduser()).geometry()
-        return Sam3Backend(model), geometry
+        commissioning = Commissioning.load(Path(self.commissioning_file).expanduser())
+        return Sam3Backend(model), commissioning.geometry(), commissioning.image_sizes()
 
     def _setup_io(self) -> None:
         self.health = {c: CameraHealth(c, self.stale_after_s) for c in self.cameras}
@@ -302,7 +302,7 @@ class SegmentationNode(LifecycleNode):
         for camera, message in zip(self.cameras, messages):
             try:
                 image = self._to_rgb(message)
-                expected = self._expected_size(camera)
+                expected = self._image_sizes.get(camera)
                 if expected and image.shape[:2] != expected:
                     raise ImageError(f"image is {image.shape[1]}x{image.shape[0]}, this camera is commissioned "
                                      f"at {expected[1]}x{expected[0]}")
@@ -317,11 +317,6 @@ class SegmentationNode(LifecycleNode):
                 details[camera] = (status, detail)
         outcome = self._pipeline.process(views, self._gate, problems)
         self._publish(messages, {view.camera: view.image for view in views}, outcome, details, started_s)
-
-    def _expected_size(self, camera: str) -> tuple[int, int] | None:
-        views = getattr(self._pipeline.backend, "views", None)  # the classical backend knows its cameras
-        setup = views.get(camera) if views else None
-        return setup.zone.shape if setup is not None else None
 
     # --- output -------------------------------------------------------------------------------------
     def _publish(self, messages, images: dict[str, np.ndarray], outcome: FrameSetOutcome, details,
