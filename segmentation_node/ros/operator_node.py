@@ -7,21 +7,18 @@ latched. Every request is answered at once with accepted / rejected and a reason
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.utilities import remove_ros_args
 
 from segmentation_node.contract import OPERATOR_NODE, Reason
 from segmentation_node.gate import SafetyGate
 from segmentation_node.perception.intent import IntentError, ResolvedIntent, resolve_intent
-from segmentation_node.perception.ontology import OntologyError, load_ontology
+from segmentation_node.perception.ontology import load_ontology
 from segmentation_node.ros.messages import active_intent_message, endpoint_qos, gate_message
+from segmentation_node.ros.runner import run_node
 from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState, OperatorCommand, OperatorIntent
 from workcell_segmentation.srv import GateCommand, SetIntent
 
@@ -157,23 +154,7 @@ class OperatorIntentNode(Node):
 
 
 def main(args=None) -> int:
-    """Builds the node and spins. `--help` explains the node; ROS arguments pass through."""
-    argv = remove_ros_args(args if args is not None else sys.argv)
-    argparse.ArgumentParser(prog="operator_intent", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv[1:])
-    rclpy.init(args=args)
-    try:
-        try:
-            node = OperatorIntentNode()
-        except (OntologyError, ValueError) as error:  # bad configuration: refuse to start, say why
-            print(f"operator_intent: {error}", file=sys.stderr)
-            return 2
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        rclpy.try_shutdown()
-    return 0
+    return run_node("operator_intent", __doc__, OperatorIntentNode, args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ or intent messages. A watchdog publishes a not-actionable result when no frame s
 """
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import threading
@@ -20,12 +19,10 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -41,6 +38,7 @@ from segmentation_node.perception.pipeline import FrameSetOutcome, KeyframeSched
 from segmentation_node.perception.types import CameraFrame
 from segmentation_node.ros.image_conversion import make_converter
 from segmentation_node.ros.messages import endpoint_qos, image_message, instance_message, nanoseconds, stamp_of
+from segmentation_node.ros.runner import run_node
 from segmentation_node.ros.synchronizer import make_synchronizer
 from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState, ViewResult
 
@@ -414,19 +412,7 @@ class SegmentationNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    """Builds the node and spins. `--help` explains the node; ROS arguments pass through."""
-    argv = remove_ros_args(args if args is not None else sys.argv)
-    argparse.ArgumentParser(prog="segmentation", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv[1:])
-    rclpy.init(args=args)
-    try:
-        node = SegmentationNode()
-        rclpy.spin(node, executor=MultiThreadedExecutor(num_threads=2))
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        rclpy.try_shutdown()
-    return 0
+    return run_node("segmentation", __doc__, SegmentationNode, args, lambda: MultiThreadedExecutor(num_threads=2))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+from tests.ros.harness import call, spin_until
 from tests.ros.interface_samples import REPO, interface_names, message_classes, sample, service_classes
 from workcell_segmentation.msg import GateState, OperatorCommand
 from workcell_segmentation.srv import GateCommand, SetIntent
@@ -45,13 +46,6 @@ def node():
         test_node.destroy_node()
     finally:
         rclpy.try_shutdown()
-
-
-def spin_until(node, condition, what):
-    deadline = time.monotonic() + TIMEOUT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        rclpy.spin_once(node, timeout_sec=0.05)
 
 
 def test_generated_package_holds_every_interface_file():
@@ -86,18 +80,6 @@ def test_message_round_trip(peer, node, name):
     finally:
         node.destroy_publisher(publisher)
         node.destroy_subscription(subscription)
-
-
-def call(node, service_type, name, request):
-    client = node.create_client(service_type, name)
-    try:
-        assert client.wait_for_service(timeout_sec=TIMEOUT_S), f"service {name} not available"
-        future = client.call_async(request)
-        rclpy.spin_until_future_complete(node, future, timeout_sec=TIMEOUT_S)
-        assert future.done(), f"no response from {name}"
-        return future.result()
-    finally:
-        node.destroy_client(client)
 
 
 def test_set_intent_service(peer, node):
