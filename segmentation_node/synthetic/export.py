@@ -20,9 +20,10 @@ from tqdm import tqdm
 
 from segmentation_node import __version__
 from segmentation_node.atomic_io import atomic_write_bytes
-from segmentation_node.contract import PACKAGE, CameraStatus, Source
+from segmentation_node.bag_records import FrameSetRecord, InstanceRecord, ViewRecord, to_message
+from segmentation_node.contract import PACKAGE
 from segmentation_node.package_files import message_definitions
-from segmentation_node.masks import coco_rle, rle_counts
+from segmentation_node.masks import coco_rle
 from segmentation_node.synthetic.camera import PinholeCamera
 from segmentation_node.synthetic.render import ViewRender, render_frame_set
 from segmentation_node.synthetic.scene import DEFAULT_ROLES, Clip
@@ -173,23 +174,6 @@ class BagWriter:
                                         child_frame_id=camera.frame_id, transform=transform))
         return self._msg("tf2_msgs/msg/TFMessage", transforms=transforms)
 
-    def _view_truth(self, view: ViewRender):
-        instances = []
-        for instance in view.instances:
-            x, y, w, h = instance.bbox
-            counts = rle_counts(view.mask(instance.track_id))
-            mask = self._msg(f"{PACKAGE}/msg/MaskRLE", height=view.camera.height, width=view.camera.width,
-                             counts=np.asarray(counts, dtype=np.uint32))
-            instances.append(self._msg(
-                f"{PACKAGE}/msg/InstanceMask", track_id=instance.track_id, label=instance.label,
-                attributes=list(instance.attributes), prompt="", role=int(instance.role), source=int(Source.MODEL),
-                score=1.0, stability=1.0, bbox=self._roi(x, y, w, h), area=instance.area,
-                label_value=0, mask=mask))
-        return self._msg(f"{PACKAGE}/msg/ViewResult", header=self._header(view.stamp_ns, view.camera.frame_id),
-                         camera_name=view.camera.name, camera_status=int(CameraStatus.OK), camera_detail="",
-                         camera_rate_hz=0.0, height=view.camera.height, width=view.camera.width,
-                         instances=instances)
-
     def add(self, stamp_ns: int, views: list[ViewRender]) -> None:
         for view in views:
             header = self._header(stamp_ns, view.camera.frame_id)
@@ -197,18 +181,24 @@ class BagWriter:
             self._write(camera_info_topic(view.camera), stamp_ns, self._camera_info(header, view.camera))
             self._write(instance_ids_topic(view.camera), stamp_ns, self._image(header, view.instance_map, "mono16"))
         self._sequence += 1
-        truth = self._msg(
-            f"{PACKAGE}/msg/FrameSetResult", header=self._header(stamp_ns, ""), sequence=self._sequence,
-            views=[self._view_truth(view) for view in views], actionable=False, confidence=1.0,
-            reason_codes=np.zeros(0, dtype=np.uint8), reasons=[], gate_state=0, intent_sequence=0,
-            model_version="ground_truth", ontology_version="synthetic", latency_ms=0.0, inference_ms=0.0)
-        self._write(GROUND_TRUTH_TOPIC, stamp_ns, truth)
+        truth = FrameSetRecord(stamp_ns, tuple(truth_record(view) for view in views), actionable=False,
+                               confidence=1.0, sequence=self._sequence, model_version="ground_truth",
+                               ontology_version="synthetic")
+        self._write(GROUND_TRUTH_TOPIC, stamp_ns, to_message(truth, self.types))
 
     def close(self) -> Path:
         self._writer.close()
         (self._scratch / self.path.name).rename(self.path)
         self._scratch.rmdir()
         return self.path
+
+
+def truth_record(view: ViewRender) -> ViewRecord:
+    """Ground truth of one view as a result record: every visible object, score 1."""
+    instances = tuple(InstanceRecord(i.track_id, i.label, i.role, 1.0, view.mask(i.track_id), i.attributes,
+                                     stability=1.0) for i in view.instances)
+    return ViewRecord(view.camera.name, view.camera.frame_id, view.stamp_ns, view.camera.height, view.camera.width,
+                      instances)
 
 
 def _quaternion(rotation: np.ndarray) -> tuple[float, float, float, float]:

@@ -1,0 +1,99 @@
+"""Frame-set results as plain records, and their FrameSetResult messages in rosbag2 files written
+or read with `rosbags` (no ROS install): ground truth of the synthetic recordings, outputs of
+offline runs, and whatever `ros2 bag record` captured from a live node."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from segmentation_node.contract import PACKAGE, CameraStatus, Reason, Role, Source
+from segmentation_node.masks import mask_from_counts, rle_counts
+
+
+@dataclass(frozen=True, eq=False)
+class InstanceRecord:
+    track_id: int
+    label: str
+    role: Role
+    score: float
+    mask: np.ndarray  # H x W bool
+    attributes: tuple[str, ...] = ()
+    source: Source = Source.MODEL
+    stability: float = 0.0
+    prompt: str = ""
+    label_value: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class ViewRecord:
+    camera: str
+    frame_id: str
+    stamp_ns: int
+    height: int
+    width: int
+    instances: tuple[InstanceRecord, ...]
+    status: CameraStatus = CameraStatus.OK
+    detail: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class FrameSetRecord:
+    stamp_ns: int
+    views: tuple[ViewRecord, ...]
+    actionable: bool
+    reasons: tuple[tuple[Reason, str], ...] = ()
+    confidence: float = 0.0
+    sequence: int = 0
+    model_version: str = ""
+    ontology_version: str = ""
+    inference_ms: float = 0.0
+
+
+def to_message(record: FrameSetRecord, typestore):
+    """The rosbags FrameSetResult of a record, for Writer.write(..., typestore.serialize_cdr(...))."""
+    types = typestore.types
+
+    def header(stamp_ns: int, frame_id: str):
+        stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+        return types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
+
+    def instance(item: InstanceRecord, height: int, width: int):
+        rows, cols = np.nonzero(item.mask)
+        x, y = (int(cols.min()), int(rows.min())) if rows.size else (0, 0)
+        w, h = (int(cols.max()) - x + 1, int(rows.max()) - y + 1) if rows.size else (0, 0)
+        roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=x, y_offset=y, width=w, height=h, do_rectify=False)
+        mask = types[f"{PACKAGE}/msg/MaskRLE"](height=height, width=width,
+                                               counts=np.asarray(rle_counts(item.mask), dtype=np.uint32))
+        return types[f"{PACKAGE}/msg/InstanceMask"](
+            track_id=item.track_id, label=item.label, attributes=list(item.attributes), prompt=item.prompt,
+            role=int(item.role), source=int(item.source), score=float(item.score), stability=float(item.stability),
+            bbox=roi, area=int(rows.size), label_value=item.label_value, mask=mask)
+
+    views = [types[f"{PACKAGE}/msg/ViewResult"](
+        header=header(view.stamp_ns, view.frame_id), camera_name=view.camera, camera_status=int(view.status),
+        camera_detail=view.detail, camera_rate_hz=0.0, height=view.height, width=view.width,
+        instances=[instance(item, view.height, view.width) for item in view.instances]) for view in record.views]
+    return types[f"{PACKAGE}/msg/FrameSetResult"](
+        header=header(record.stamp_ns, ""), sequence=record.sequence, views=views, actionable=record.actionable,
+        confidence=float(record.confidence), reason_codes=np.array([int(c) for c, _ in record.reasons], np.uint8),
+        reasons=[text for _, text in record.reasons], gate_state=0, intent_sequence=0,
+        model_version=record.model_version, ontology_version=record.ontology_version, latency_ms=0.0,
+        inference_ms=float(record.inference_ms))
+
+
+def from_message(message) -> FrameSetRecord:
+    """A record of a FrameSetResult deserialized by rosbags (or any object with its fields)."""
+    def stamp(header) -> int:
+        return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+    views = tuple(ViewRecord(
+        view.camera_name, view.header.frame_id, stamp(view.header), view.height, view.width,
+        tuple(InstanceRecord(i.track_id, i.label, Role(i.role), i.score,
+                             mask_from_counts(i.mask.counts, i.mask.height, i.mask.width), tuple(i.attributes),
+                             Source(i.source), i.stability, i.prompt, i.label_value) for i in view.instances),
+        CameraStatus(view.camera_status), view.camera_detail) for view in message.views)
+    return FrameSetRecord(stamp(message.header), views, bool(message.actionable),
+                          tuple((Reason(c), t) for c, t in zip(message.reason_codes, message.reasons)),
+                          message.confidence, message.sequence, message.model_version, message.ontology_version,
+                          message.inference_ms)
