@@ -72,6 +72,14 @@ class Command(IntEnum):
     APPROVE = 3
 
 
+class HardCaseKind(IntEnum):
+    """HardCaseReport.KIND_*."""
+
+    UNKNOWN = 0
+    MISPICK = 1
+    OPERATOR_REJECT = 2
+
+
 # Message field prefix of each mirrored constant group, for the consistency check.
 MIRRORED_CONSTANTS = {
     ("InstanceMask", "ROLE_"): Role,
@@ -80,6 +88,7 @@ MIRRORED_CONSTANTS = {
     ("FrameSetResult", "REASON_"): Reason,
     ("GateState", "STATE_"): GateState,
     ("OperatorCommand", "COMMAND_"): Command,
+    ("HardCaseReport", "KIND_"): HardCaseKind,
 }
 
 
@@ -146,12 +155,14 @@ OPERATOR_NODE = "operator_intent"
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "{camera}/image_raw", "sensor_msgs/msg/Image", SENSOR,
              "camera images (rgb8, bgr8, mono8 and others), synchronized by approximate time"),
-    Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "{camera}/camera_info", "sensor_msgs/msg/CameraInfo", SENSOR,
-             "calibration, used to give one object one track id in every view"),
     Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "active_intent", f"{PACKAGE}/msg/ActiveIntent", LATCHED,
              "the intent in force: which classes are targets"),
     Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "gate_state", f"{PACKAGE}/msg/GateState", LATCHED,
              "safety gate; nothing is actionable unless RUNNING"),
+    Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "hard_case_report", f"{PACKAGE}/msg/HardCaseReport", OPERATOR_INPUT,
+             "mis-pick / operator-reject reports: the frames around them are saved as a hard case"),
+    Endpoint(SEGMENTATION_NODE, Kind.SERVES, "swap_model", f"{PACKAGE}/srv/SwapModel", None,
+             "load a registry model version (or roll back) between frame sets; gate and intent kept"),
     Endpoint(SEGMENTATION_NODE, Kind.PUBLISHES, "frame_set", f"{PACKAGE}/msg/FrameSetResult", RESULT,
              "all views' instances, the actionable verdict and its reasons"),
     Endpoint(SEGMENTATION_NODE, Kind.PUBLISHES, "{camera}/target_labels", "sensor_msgs/msg/Image", MASK_IMAGE,

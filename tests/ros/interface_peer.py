@@ -13,7 +13,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from tests.ros.interface_samples import message_classes
 from workcell_segmentation.msg import GateState, OperatorCommand
-from workcell_segmentation.srv import GateCommand, SetIntent
+from workcell_segmentation.srv import GateCommand, SetIntent, SwapModel
 
 ROUNDTRIP_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 STATE_AFTER = {
@@ -54,6 +54,14 @@ def gate_command_response(request, response):
     return response
 
 
+def swap_model_response(request, response):
+    response.accepted = bool(request.version) or request.rollback
+    response.reason = f"peer: version={request.version!r} rollback={request.rollback}"
+    response.active_version = "previous" if request.rollback else request.version
+    response.previous_version = "peer-model-1"
+    return response
+
+
 class InterfacePeer(Node):
     def __init__(self):
         super().__init__("interface_peer")
@@ -64,6 +72,7 @@ class InterfacePeer(Node):
                 message_class, f"roundtrip/{name}", echo.publish, ROUNDTRIP_QOS))
         self.create_service(SetIntent, "set_intent", set_intent_response)
         self.create_service(GateCommand, "gate_command", gate_command_response)
+        self.create_service(SwapModel, "swap_model", swap_model_response)
 
 
 def main():

@@ -17,7 +17,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from tests.ros.harness import call, spin_until
 from tests.ros.interface_samples import REPO, interface_names, message_classes, sample, service_classes
 from workcell_segmentation.msg import GateState, OperatorCommand
-from workcell_segmentation.srv import GateCommand, SetIntent
+from workcell_segmentation.srv import GateCommand, SetIntent, SwapModel
 
 ROUNDTRIP_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 TIMEOUT_S = 20.0
@@ -121,3 +121,15 @@ def test_gate_command_service(peer, node, command, expected_state):
     assert response.state.header == request.command.header
     assert response.state.operator_id == "op-3"
     assert response.state.active_faults == ["bin refilled — ok"]
+
+
+@pytest.mark.parametrize("version, rollback, accepted, active", [
+    ("sam3-small-ft-0123abcd", False, True, "sam3-small-ft-0123abcd"),
+    ("", True, True, "previous"),
+    ("", False, False, ""),
+])
+def test_swap_model_service(peer, node, version, rollback, accepted, active):
+    response = call(node, SwapModel, "swap_model", SwapModel.Request(version=version, rollback=rollback))
+    assert response.accepted == accepted
+    assert response.reason == f"peer: version={version!r} rollback={rollback}"
+    assert (response.active_version, response.previous_version) == (active, "peer-model-1")
