@@ -51,7 +51,7 @@ def logged(sequence: int, cameras=("cam_a", "cam_b")) -> LoggedFrameSet:
 
 # --- pseudo-label filter --------------------------------------------------------------------------
 def test_pseudo_labels_need_stability_over_frames_and_agreement_across_views():
-    label_filter = PseudoLabelFilter(PseudoLabelPolicy(stable_frames=3, every_n=1))
+    label_filter = PseudoLabelFilter(PseudoLabelPolicy(stable_frames=3, every_n=1, min_views=2))
     views = {"cam_a": [instance("cam_a", 1)], "cam_b": [instance("cam_b", 1)]}
     assert label_filter.select(views) == {}
     assert label_filter.select(views) == {}
@@ -61,13 +61,16 @@ def test_pseudo_labels_need_stability_over_frames_and_agreement_across_views():
 
 
 def test_a_view_with_one_doubtful_instance_is_not_a_label():
-    label_filter = PseudoLabelFilter(PseudoLabelPolicy(stable_frames=1, every_n=1))
+    label_filter = PseudoLabelFilter(PseudoLabelPolicy(stable_frames=1, every_n=1, min_views=2))
     doubtful = {"cam_a": [instance("cam_a", 1), instance("cam_a", 2, score=0.6, x=30)],
                 "cam_b": [instance("cam_b", 1), instance("cam_b", 2, x=30)]}
     assert set(label_filter.select(doubtful)) == {"cam_b"}
     intrusion = Instance("cam_b", 0, "intrusion", (), "", Source.INTRUSION, 1.0, 1.0, square(40, 30), Role.FORBIDDEN)
     with_intrusion = {"cam_a": [instance("cam_a", 1)], "cam_b": [instance("cam_b", 1), intrusion]}
     assert set(label_filter.select(with_intrusion)) == {"cam_a"}
+    explained = Instance("cam_b", 0, "intrusion", (), "", Source.INTRUSION, 1.0, 1.0, square(5, 5), Role.FORBIDDEN)
+    kept = label_filter.select({"cam_a": [instance("cam_a", 1)], "cam_b": [instance("cam_b", 1), explained]})
+    assert set(kept) == {"cam_a", "cam_b"} and explained not in kept["cam_b"]  # the model named what changed
     single_view = {"cam_a": [instance("cam_a", 1)], "cam_b": []}
     assert label_filter.select(single_view) == {}  # seen in one of two views only
 

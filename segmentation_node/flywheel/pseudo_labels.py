@@ -2,13 +2,16 @@
 and consistent across views. Everything else is a candidate hard case, never a label.
 
 A view is kept only when *every* model instance in it passes: a view with one unlabelled part
-would teach the model that the part is background (pseudo-label poisoning by omission). Views
-with an intrusion region (something the model did not name) are never kept for the same reason.
+would teach the model that the part is background (pseudo-label poisoning by omission). For the
+same reason a view is dropped when an intrusion region (the model-independent change detector)
+is mostly not explained by the model's instances: something is there that the model did not name.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+
+import numpy as np
 
 from segmentation_node.contract import Source
 from segmentation_node.perception.actionability import Instance
@@ -19,8 +22,10 @@ class PseudoLabelPolicy:
     min_score: float = 0.8       # the model's own score
     stable_frames: int = 3       # consecutive frame sets the track has kept its label
     min_stability: float = 0.7   # the tracker's smoothed mask IoU between frames
-    min_views: int = 2           # views that must see the object with the same label (capped at views)
+    min_views: int = 1           # views that must see the object (capped at the view count); every view
+                                 # that sees an object (one global id) must give it the same label
     every_n: int = 10            # at most one frame set in n: consecutive frames are near duplicates
+    max_unexplained: float = 0.2  # share of an intrusion region no model instance covers
 
     def __post_init__(self):
         if not 0.0 <= self.min_score <= 1.0 or not 0.0 <= self.min_stability <= 1.0:
@@ -51,9 +56,11 @@ class PseudoLabelFilter:
         needed_views = min(self.policy.min_views, len(views))
         kept = {}
         for camera, instances in views.items():
-            if instances and all(self._qualifies(camera, instance, labels_by_object, views_by_object, needed_views)
-                                 for instance in instances):
-                kept[camera] = instances
+            named = [i for i in instances if i.source is Source.MODEL]
+            if named and self._explained(instances) and all(
+                    self._qualifies(camera, instance, labels_by_object, views_by_object, needed_views)
+                    for instance in named):
+                kept[camera] = named
         if kept:
             self._since_logged = 0
         return kept
@@ -68,9 +75,19 @@ class PseudoLabelFilter:
                 streaks[(camera, instance.track_id)] = (instance.label, frames + 1 if label == instance.label else 1)
         self._streaks = streaks  # tracks not seen this frame set lose their streak
 
+    def _explained(self, instances: list[Instance]) -> bool:
+        intrusions = [i.mask for i in instances if i.source is Source.INTRUSION]
+        if not intrusions:
+            return True
+        named = np.zeros_like(intrusions[0])
+        for instance in instances:
+            if instance.source is Source.MODEL:
+                named |= instance.mask
+        return all((mask & ~named).sum() <= self.policy.max_unexplained * mask.sum() for mask in intrusions)
+
     def _qualifies(self, camera: str, instance: Instance, labels_by_object, views_by_object, needed_views: int) -> bool:
         policy = self.policy
-        return (instance.source is Source.MODEL and instance.track_id != 0
+        return (instance.track_id != 0
                 and instance.score >= policy.min_score and instance.stability >= policy.min_stability
                 and self._streaks[(camera, instance.track_id)][1] >= policy.stable_frames
                 and len(labels_by_object[instance.track_id]) == 1

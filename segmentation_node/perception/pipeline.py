@@ -53,7 +53,7 @@ class PerceptionPipeline:
     intent: ResolvedIntent | None = None
     _trackers: dict[str, ViewTracker] = field(default_factory=dict)
     _identity: CrossViewIdentity | None = None
-    _intent_changed: bool = True
+    _keyframe_due: bool = True
     _tracks_lost: bool = False
 
     def __post_init__(self):
@@ -62,13 +62,13 @@ class PerceptionPipeline:
     def set_intent(self, intent: ResolvedIntent) -> None:
         """Takes effect on the next frame set, which is a keyframe."""
         self.intent = intent
-        self._intent_changed = True
+        self._keyframe_due = True
 
     def process(self, views: Sequence[CameraFrame], gate: GateState,
                 camera_problems: dict[str, str] | None = None) -> FrameSetOutcome:
         camera_problems = dict(camera_problems or {})
-        keyframe = self.scheduler.next(self._intent_changed or self._tracks_lost)
-        self._intent_changed = False
+        keyframe = self.scheduler.next(self._keyframe_due or self._tracks_lost)
+        self._keyframe_due = False
         prompts = self.intent.prompts if self.intent else forbidden_prompts(self.ontology)
         started = time.perf_counter()
         try:
@@ -84,12 +84,19 @@ class PerceptionPipeline:
         verdict = decide(instances, camera_problems, gate, self.ontology, self.intent, self.actionability, model_error)
         return FrameSetOutcome(instances, verdict, inference_ms, keyframe)
 
+    def swap_backend(self, backend: SegmentationBackend) -> SegmentationBackend:
+        """Serve the next frame set with another model; tracks and ids carry over (the trackers
+        match masks, whoever made them), the new model starts with a keyframe. Returns the old one."""
+        old, self.backend = self.backend, backend
+        self._keyframe_due = True
+        return old
+
     def reset(self) -> None:
         """New scene: forget every track and id."""
         self.backend.reset()
         self._trackers.clear()
         self._identity = CrossViewIdentity(self.geometry, plane_labels=frozenset(self.ontology.pickable))
-        self._intent_changed = True
+        self._keyframe_due = True
 
     def _keep(self, detections: list[Detection]) -> list[Detection]:
         """Drop noise, then merge one object found by several prompts of its class ("metal

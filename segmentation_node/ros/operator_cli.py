@@ -3,9 +3,14 @@
     operator pause|resume|approve [--operator ID] [--reason TEXT]
     operator intent "defective items only" [--operator ID]
     operator status
+    operator reject "missed the disc left of the clamp" [--frame N] [--track N]
+    operator swap [VERSION]      (registry version; none: the promoted one)
+    operator rollback
 
 Calls the operator_intent node's services (answers within the timeout or says so) and, for
-status, reads the latched gate state and active intent.
+status, reads the latched gate state and active intent. reject sends a hard-case report (the
+frames around it are saved for labelling); swap / rollback call the segmentation node's
+swap_model service.
 """
 from __future__ import annotations
 
@@ -15,13 +20,15 @@ import sys
 
 import rclpy
 from rclpy.node import Node
+from std_msgs.msg import Header
 
-from segmentation_node.contract import OPERATOR_NODE, Command
+from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE, Command, HardCaseKind
 from segmentation_node.contract import GateState as State
 from segmentation_node.ros.messages import endpoint_qos
 from segmentation_node.ros.services import call
-from workcell_segmentation.msg import ActiveIntent, GateState, OperatorCommand, OperatorIntent
-from workcell_segmentation.srv import GateCommand, SetIntent
+from workcell_segmentation.msg import ActiveIntent, GateState, HardCaseReport, OperatorCommand, OperatorIntent
+from workcell_segmentation.srv import GateCommand, SetIntent, SwapModel
+
 
 
 def _status(node: Node, timeout_s: float) -> str:
@@ -48,8 +55,12 @@ def _status(node: Node, timeout_s: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="operator", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["pause", "resume", "approve", "intent", "status"])
-    parser.add_argument("text", nargs="?", default="", help="the intent, for 'intent'")
+    parser.add_argument("action", choices=["pause", "resume", "approve", "intent", "status", "reject", "swap",
+                                           "rollback"])
+    parser.add_argument("text", nargs="?", default="",
+                        help="the intent (intent), what is wrong (reject) or a registry version (swap)")
+    parser.add_argument("--frame", type=int, default=0, help="reject: FrameSetResult.sequence (default: latest)")
+    parser.add_argument("--track", type=int, default=0, help="reject: the track id concerned (default: all)")
     parser.add_argument("--operator", default=getpass.getuser(), help="your operator id (default: login name)")
     parser.add_argument("--reason", default="", help="recorded with the gate transition")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
@@ -64,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "status":
             print(_status(node, args.timeout))
             return 0
+        if args.action == "reject":
+            return _reject(node, args)
+        if args.action in ("swap", "rollback"):
+            response = call(node, node.create_client(SwapModel, "swap_model"),
+                            SwapModel.Request(version=args.text, rollback=args.action == "rollback"),
+                            max(args.timeout, 120.0))  # loading a model takes a while
+            print(f"{'accepted' if response.accepted else 'REJECTED'}: {response.reason}")
+            return 0 if response.accepted else 1
         if args.action == "intent":
             response = call(node, node.create_client(SetIntent, "set_intent"),
                             SetIntent.Request(intent=OperatorIntent(operator_id=args.operator, text=args.text)),
@@ -84,6 +103,28 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _reject(node: Node, args) -> int:
+    """A topic, not a service: wait until the segmentation node listens, or the report is lost."""
+    publisher = node.create_publisher(HardCaseReport, "hard_case_report",
+                                      endpoint_qos(SEGMENTATION_NODE, "hard_case_report"))
+    end = node.get_clock().now().nanoseconds + int(args.timeout * 1e9)
+    while publisher.get_subscription_count() == 0:
+        if node.get_clock().now().nanoseconds > end:
+            raise TimeoutError(f"nobody subscribes to hard_case_report within {args.timeout:g} s: "
+                               "is the segmentation node running?")
+        rclpy.spin_once(node, timeout_sec=0.05)
+    publisher.publish(HardCaseReport(kind=int(HardCaseKind.OPERATOR_REJECT), frame_set_sequence=args.frame,
+                                     track_id=args.track, reporter_id=args.operator, detail=args.text,
+                                     header=Header(stamp=node.get_clock().now().to_msg())))
+    # Reliable, and a matched reader: linger so DDS can deliver (and resend) before the process exits.
+    # (wait_for_all_acked reports False here even when the reader got the sample.)
+    end = node.get_clock().now().nanoseconds + 500_000_000
+    while node.get_clock().now().nanoseconds < end:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    print("reported: the frames around now are saved as a hard case (if the node logs data)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from sensor_msgs.msg import Image
@@ -28,7 +29,10 @@ from std_msgs.msg import Header
 
 from segmentation_node import contract
 from segmentation_node.camera_health import CameraHealth
-from segmentation_node.contract import SEGMENTATION_NODE, CameraStatus, Role
+from segmentation_node.contract import SEGMENTATION_NODE, CameraStatus, HardCaseKind, Role
+from segmentation_node.flywheel.hard_cases import MIS_PICK, OPERATOR_REJECT, HardCasePolicy
+from segmentation_node.flywheel.logger import FlywheelLogger, FlywheelPolicy
+from segmentation_node.flywheel.pseudo_labels import PseudoLabelPolicy
 from segmentation_node.image_codec import ImageError
 from segmentation_node.overlay import OverlayItem, draw_overlay
 from segmentation_node.perception.actionability import ActionabilityConfig, decide
@@ -39,11 +43,14 @@ from segmentation_node.perception.types import CameraFrame
 from segmentation_node.ros.image_conversion import make_converter
 from segmentation_node.ros.messages import endpoint_qos, image_message, instance_message, nanoseconds, stamp_of
 from segmentation_node.ros.runner import run_node
+from segmentation_node.registry import ModelRegistry, load_registered_model
 from segmentation_node.ros.synchronizer import make_synchronizer
-from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState, ViewResult
+from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState, HardCaseReport, ViewResult
+from workcell_segmentation.srv import SwapModel
 
 BACKENDS = ("classical", "sam3", "sam3_small")
 _CAMERA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HARD_CASE_KINDS = {HardCaseKind.MISPICK: MIS_PICK, HardCaseKind.OPERATOR_REJECT: OPERATOR_REJECT}
 
 
 def _descriptor(kind, description, *, integers=None, floats=None, read_only=False):
@@ -85,6 +92,26 @@ class SegmentationNode(LifecycleNode):
             T.PARAMETER_BOOL, "per-view mono16 target label and mono8 forbidden mask images"))
         self.declare_parameter("publish_overlay", False, _descriptor(
             T.PARAMETER_BOOL, "per-view rgb8 overlay for rqt_image_view (costs CPU)"))
+        self.declare_parameter("model_registry", "", _descriptor(
+            T.PARAMETER_STRING, "model registry directory (backend sam3): serves its promoted version; "
+                                "swap_model loads others (workcell_registry)"))
+        self.declare_parameter("model_version", "", _descriptor(
+            T.PARAMETER_STRING, "registry version to start with; empty: the promoted one"))
+        self.declare_parameter("flywheel_dir", "", _descriptor(
+            T.PARAMETER_STRING, "where pseudo-label and hard-case COCO shards go; empty: no data logging"))
+        self.declare_parameter("flywheel_max_gb", 20.0, _descriptor(
+            T.PARAMETER_DOUBLE, "disk budget of the shards; oldest pseudo-labels are deleted first",
+            floats=(0.001, 100000.0)))
+        self.declare_parameter("flywheel_min_score", 0.8, _descriptor(
+            T.PARAMETER_DOUBLE, "pseudo-labels: lowest model score", floats=(0.0, 1.0)))
+        self.declare_parameter("flywheel_stable_frames", 3, _descriptor(
+            T.PARAMETER_INTEGER, "pseudo-labels: frame sets a track must keep its label", integers=(1, 1000)))
+        self.declare_parameter("flywheel_every_n", 10, _descriptor(
+            T.PARAMETER_INTEGER, "pseudo-labels: at most one frame set in N", integers=(1, 100000)))
+        self.declare_parameter("flywheel_clip_frames", 5, _descriptor(
+            T.PARAMETER_INTEGER, "hard cases: frame sets kept before and after the event", integers=(0, 100)))
+        self.declare_parameter("flywheel_frame_sets_per_shard", 50, _descriptor(
+            T.PARAMETER_INTEGER, "pseudo-label frame sets per shard", integers=(1, 100000)))
         self.declare_parameter("autostart", True, _descriptor(
             T.PARAMETER_BOOL, "configure and activate at start-up without a lifecycle manager", read_only=True))
         self._lock = threading.Lock()
@@ -93,6 +120,10 @@ class SegmentationNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._running = False
         self._pipeline: PerceptionPipeline | None = None
+        self._process_lock = threading.Lock()  # held for one frame set; a model swap waits for it
+        self._flywheel: FlywheelLogger | None = None
+        self._registry_version = ""
+        self._version_before_swap = ""
         self._io = []
         if self.get_parameter("autostart").value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
@@ -124,6 +155,13 @@ class SegmentationNode(LifecycleNode):
                                             KeyframeScheduler(self.keyframe_interval))
         if self._pending_intent is not None:
             self._pipeline.set_intent(self._pending_intent)
+        if self.flywheel_dir:
+            self._flywheel = FlywheelLogger(
+                Path(self.flywheel_dir).expanduser(), self.ontology, run=f"{self.get_fully_qualified_name()}",
+                policy=self.flywheel_policy, meta={"cameras": self.cameras, "ontology_version": self.ontology.version})
+            if self._flywheel.stats.recovered:
+                self.get_logger().warning(f"flywheel: sealed {self._flywheel.stats.recovered} shard(s) left open "
+                                          "by an earlier crash")
         self._running = True
         self._worker = threading.Thread(target=self._work, name="segmentation-worker", daemon=True)
         self._worker.start()
@@ -132,6 +170,7 @@ class SegmentationNode(LifecycleNode):
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._stop_worker()
+        self._close_flywheel()
         self._pipeline = None  # frees the model
         return super().on_deactivate(state)
 
@@ -141,6 +180,7 @@ class SegmentationNode(LifecycleNode):
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         self._stop_worker()
+        self._close_flywheel()
         self._teardown_io()
         return TransitionCallbackReturn.SUCCESS
 
@@ -157,10 +197,20 @@ class SegmentationNode(LifecycleNode):
         self.commissioning_file = value("commissioning_file")
         if self.backend_name == "classical" and not self.commissioning_file:
             raise ValueError("backend 'classical' needs commissioning_file (see workcell_commission)")
-        self.checkpoint = value("checkpoint")
-        if self.backend_name == "sam3" and not Path(self.checkpoint).expanduser().is_file():
-            raise FileNotFoundError(f"backend 'sam3' needs an existing checkpoint file; got '{self.checkpoint}' "
-                                    "(weights are never downloaded)")
+        self.checkpoint, self.model_registry = value("checkpoint"), value("model_registry")
+        self.model_version = value("model_version")
+        if self.model_registry and self.backend_name != "sam3":
+            raise ValueError(f"model_registry serves backend 'sam3' only; backend is '{self.backend_name}'")
+        if self.backend_name == "sam3" and not self.model_registry and not Path(self.checkpoint).expanduser().is_file():
+            raise FileNotFoundError(f"backend 'sam3' needs model_registry or an existing checkpoint file; got "
+                                    f"'{self.checkpoint}' (weights are never downloaded)")
+        self.flywheel_dir = value("flywheel_dir")
+        self.flywheel_policy = FlywheelPolicy(
+            PseudoLabelPolicy(min_score=value("flywheel_min_score"), stable_frames=value("flywheel_stable_frames"),
+                              every_n=value("flywheel_every_n")),
+            HardCasePolicy(frames_before=value("flywheel_clip_frames"), frames_after=value("flywheel_clip_frames")),
+            frame_sets_per_shard=value("flywheel_frame_sets_per_shard"),
+            max_bytes=int(value("flywheel_max_gb") * 1024**3))
         self.slop_s, self.sync_queue = value("sync_slop_s"), value("sync_queue_size")
         self.stale_after_s, self.keyframe_interval = value("stale_after_s"), value("keyframe_interval")
         self.clearance_px, self.worker_queue = value("clearance_px"), value("worker_queue")
@@ -182,6 +232,9 @@ class SegmentationNode(LifecycleNode):
         if self.backend_name == "sam3_small":
             self.get_logger().warning("sam3_small has random weights: for plumbing tests, its masks mean nothing")
             model = build_small_sam3()
+        elif self.model_registry:
+            entry, model = load_registered_model(ModelRegistry(self.model_registry), self.model_version)
+            self._registry_version = entry.version
         else:
             model = build_sam3(Path(self.checkpoint).expanduser())
         if not self.commissioning_file:
@@ -223,12 +276,20 @@ class SegmentationNode(LifecycleNode):
                                                  endpoint_qos(SEGMENTATION_NODE, "active_intent")))
         self._io.append(self.create_subscription(GateState, "gate_state", self._on_gate,
                                                  endpoint_qos(SEGMENTATION_NODE, "gate_state")))
+        self._io.append(self.create_subscription(HardCaseReport, "hard_case_report", self._on_hard_case,
+                                                 endpoint_qos(SEGMENTATION_NODE, "hard_case_report")))
+        # Own callback group: loading a model takes seconds and must not hold up the images.
+        self._swap_service = self.create_service(SwapModel, "swap_model", self._on_swap_model,
+                                                 callback_group=MutuallyExclusiveCallbackGroup())
         self._timers = [self.create_timer(self.stale_after_s / 2, self._watchdog),
                         self.create_timer(1.0, self._publish_diagnostics)]
 
     def _teardown_io(self) -> None:
         for subscription in self._io:
             self.destroy_subscription(subscription)
+        if getattr(self, "_swap_service", None) is not None:
+            self.destroy_service(self._swap_service)
+            self._swap_service = None
         for timer in getattr(self, "_timers", []):
             self.destroy_timer(timer)
         self._io, self._timers = [], []
@@ -267,7 +328,56 @@ class SegmentationNode(LifecycleNode):
     def _on_gate(self, message: GateState) -> None:
         self._gate = contract.GateState(message.state)
 
+    def _on_hard_case(self, message: HardCaseReport) -> None:
+        kind = _HARD_CASE_KINDS.get(message.kind)
+        if kind is None:
+            self.get_logger().error(f"hard case report with kind {message.kind} ignored: use KIND_MISPICK or "
+                                    "KIND_OPERATOR_REJECT")
+            return
+        if self._flywheel is None:
+            self.get_logger().warning("hard case report ignored: flywheel_dir is not set", throttle_duration_sec=10.0)
+            return
+        detail = (f"{message.reporter_id[:64] or 'anonymous'}: frame set {message.frame_set_sequence or 'latest'}, "
+                  f"track {message.track_id or 'all'}: {message.detail[:256]}")
+        if self._flywheel.report(kind, detail):
+            self.get_logger().info(f"hard case saved around now: {kind}: {detail}")
+
+    def _on_swap_model(self, request: SwapModel.Request, response: SwapModel.Response) -> SwapModel.Response:
+        response.previous_version = response.active_version = self._serving_version()
+        if not self.model_registry or self._pipeline is None:
+            response.reason = "swap_model needs an active node with backend 'sam3' and model_registry set"
+            return response
+        target = self._version_before_swap if request.rollback else request.version
+        if request.rollback and not target:
+            response.reason = "no earlier model to roll back to since this node started"
+            return response
+        try:
+            from segmentation_node.sam3_backend.backend import Sam3Backend
+
+            entry, model = load_registered_model(ModelRegistry(self.model_registry), target)
+            backend = Sam3Backend(model)
+        except Exception as error:  # noqa: BLE001 - whatever went wrong, the serving model stays
+            response.reason = f"kept {response.previous_version}: {type(error).__name__}: {error}"
+            self.get_logger().error(f"swap_model refused: {response.reason}")
+            return response
+        with self._process_lock:  # between two frame sets
+            self._pipeline.swap_backend(backend)
+            self._version_before_swap, self._registry_version = self._registry_version, entry.version
+        response.accepted, response.active_version = True, entry.version
+        response.reason = f"serving {entry.version} (was {response.previous_version}); gate and intent unchanged"
+        self.get_logger().info(f"swap_model: {response.reason}")
+        return response
+
+    def _serving_version(self) -> str:
+        backend = self._pipeline.backend if self._pipeline else None
+        return self._registry_version or (backend.model_version if backend else "")
+
     # --- the worker ---------------------------------------------------------------------------------
+    def _close_flywheel(self) -> None:
+        if self._flywheel is not None:
+            self._flywheel.close()
+            self._flywheel = None
+
     def _stop_worker(self) -> None:
         with self._wake:
             self._running = False
@@ -288,7 +398,8 @@ class SegmentationNode(LifecycleNode):
             if intent is not None:
                 self._pipeline.set_intent(intent)
             try:
-                self._process(messages)
+                with self._process_lock:
+                    self._process(messages)
             except Exception as error:  # noqa: BLE001 - the worker must outlive any one frame set
                 self.get_logger().error(f"frame set failed: {type(error).__name__}: {error}",
                                         throttle_duration_sec=2.0)
@@ -314,11 +425,13 @@ class SegmentationNode(LifecycleNode):
                 problems[camera] = detail
                 details[camera] = (status, detail)
         outcome = self._pipeline.process(views, self._gate, problems)
-        self._publish(messages, {view.camera: view.image for view in views}, outcome, details, started_s)
+        sequence = self._publish(messages, {view.camera: view.image for view in views}, outcome, details, started_s)
+        if self._flywheel is not None:
+            self._flywheel.observe(sequence, views, outcome, self._gate, {"model_version": self._serving_version()})
 
     # --- output -------------------------------------------------------------------------------------
     def _publish(self, messages, images: dict[str, np.ndarray], outcome: FrameSetOutcome, details,
-                 started_s: float) -> None:
+                 started_s: float) -> int:
         newest_ns = max(nanoseconds(m.header.stamp) for m in messages)
         result = self._result(outcome.verdict, newest_ns, outcome.inference_ms)
         for camera, message in zip(self.cameras, messages):
@@ -335,17 +448,17 @@ class SegmentationNode(LifecycleNode):
                 self._publish_view_images(camera, message, images[camera], instances, targets, outcome)
         result.latency_ms = float((self.get_clock().now().nanoseconds - newest_ns) / 1e6)
         self._frame_set_pub.publish(result)
+        return result.sequence
 
     def _result(self, verdict, stamp_ns: int, inference_ms: float) -> FrameSetResult:
         with self._lock:  # the worker and the watchdog both publish
             self._sequence += 1
-        backend = self._pipeline.backend if self._pipeline else None
         return FrameSetResult(
             header=Header(stamp=stamp_of(stamp_ns)), sequence=self._sequence, actionable=verdict.actionable,
             confidence=float(verdict.confidence), reason_codes=[int(code) for code, _ in verdict.reasons],
             reasons=[text for _, text in verdict.reasons], gate_state=int(self._gate),
             intent_sequence=self._intent_sequence if self._pipeline and self._pipeline.intent else 0,
-            model_version=backend.model_version if backend else "", ontology_version=self.ontology.version,
+            model_version=self._serving_version(), ontology_version=self.ontology.version,
             inference_ms=float(inference_ms))
 
     def _publish_view_images(self, camera, message, image, instances, targets, outcome) -> None:
@@ -402,11 +515,16 @@ class SegmentationNode(LifecycleNode):
                 level=level, name=f"{SEGMENTATION_NODE}: camera {camera}", message=detail or "ok",
                 hardware_id=camera, values=[KeyValue(key="rate_hz", value=f"{self.health[camera].rate_hz(now_s):.1f}"),
                                             KeyValue(key="status", value=status.name)]))
-        backend = self._pipeline.backend if self._pipeline else None
         statuses.append(DiagnosticStatus(
-            level=DiagnosticStatus.OK if backend else DiagnosticStatus.WARN, name=f"{SEGMENTATION_NODE}: model",
-            message=backend.model_version if backend else "inactive",
+            level=DiagnosticStatus.OK if self._pipeline else DiagnosticStatus.WARN, name=f"{SEGMENTATION_NODE}: model",
+            message=self._serving_version() or "inactive",
             values=[KeyValue(key="gate", value=self._gate.name), KeyValue(key="frame_sets", value=str(self._sequence))]))
+        if self._flywheel is not None:
+            stats = self._flywheel.stats
+            statuses.append(DiagnosticStatus(
+                level=DiagnosticStatus.WARN if stats.write_errors or stats.dropped else DiagnosticStatus.OK,
+                name=f"{SEGMENTATION_NODE}: flywheel", message=stats.last_error or "ok",
+                values=[KeyValue(key=key, value=str(value)) for key, value in vars(stats).items() if key != "last_error"]))
         self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
                                                       status=statuses))
 

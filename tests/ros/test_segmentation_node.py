@@ -1,7 +1,12 @@
 """Cameras -> segmentation node -> consumer, with the operator_intent node holding the gate:
 three processes over real DDS on loopback, fed by the synthetic 3-view cell."""
+import json
+import subprocess
+import sys
 import time
 from dataclasses import replace
+
+import cv2
 
 import numpy as np
 import pytest
@@ -11,8 +16,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from pycocotools.coco import COCO
+
 from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE, CameraStatus, Command, Reason, Role
 from segmentation_node.contract import GateState as State
+from segmentation_node.flywheel.shards import list_shards
 from segmentation_node.ros.messages import endpoint_qos, nanoseconds, stamp_of
 from segmentation_node.synthetic.classical_setup import commission, train_classifier
 from segmentation_node.synthetic.render import render_frame_set
@@ -41,7 +49,9 @@ def running(cell):
     operator_args = ("-p", f"state_file:={folder / 'gate.json'}", "-p", f"transition_log:={folder / 'gate.log'}",
                      "-p", "allowed_operators:=[alice]", "-p", "initial_intent:=pick everything")
     segmentation_args = ("-p", f"commissioning_file:={folder / 'cell.npz'}", "-p", "stale_after_s:=1.0",
-                         "-p", "publish_overlay:=true")
+                         "-p", "publish_overlay:=true", "-p", f"flywheel_dir:={folder / 'flywheel'}",
+                         "-p", "flywheel_clip_frames:=2", "-p", "flywheel_every_n:=2",
+                         "-p", "flywheel_frame_sets_per_shard:=3", "-p", "flywheel_min_score:=0.6")
     rclpy.init()
     client = Node("segmentation_test_client")
     client.results, client.labels, client.gates = [], [], []
@@ -59,7 +69,7 @@ def running(cell):
                              log_path=folder / "segmentation.log"):
             spin_until(client, lambda: all(p.get_subscription_count() > 0 for p in client.cameras.values()),
                        "the segmentation node's camera subscriptions")
-            yield client, renders, hand
+            yield client, renders, hand, folder
     finally:
         client.destroy_node()
         rclpy.try_shutdown()
@@ -130,7 +140,7 @@ def targets(result):
 
 
 def test_cameras_to_consumer_with_gate_intent_hand_and_faults(running):
-    client, renders, hand = running
+    client, renders, hand, _ = running
     calm = [i for i, h in enumerate(hand) if not h][:6]
     hand_frames = [i for i, h in enumerate(hand) if h]
 
@@ -194,7 +204,7 @@ def test_cameras_to_consumer_with_gate_intent_hand_and_faults(running):
     ({"cam_left": {"stamp_offset_ns": -10_000_000_000}}, "stamp went back"),
 ])
 def test_bad_input_is_reported_and_the_node_keeps_going(running, bad, detail):
-    client, renders, hand = running
+    client, renders, hand, _ = running
     calm = [i for i, h in enumerate(hand) if not h][:3]
     def left_view(result):
         return next(v for v in result.views if v.camera_name == "cam_left")
@@ -208,3 +218,32 @@ def test_bad_input_is_reported_and_the_node_keeps_going(running, bad, detail):
     recovered = stream_until(client, renders, calm, lambda r: Reason.CAMERA_NOT_FRESH not in r.reason_codes,
                              "good images again")
     assert all(v.camera_status == CameraStatus.OK for v in recovered.views)
+
+
+def test_flywheel_keeps_pseudo_labels_and_hard_cases_of_the_run(running):
+    """Runs last: the scenario above had a hand (auto-pause); now an operator rejects a result
+    through the operator CLI, a separate process."""
+    client, renders, hand, folder = running
+    calm = [i for i, h in enumerate(hand) if not h][:6]
+    send(client, renders, calm[0])
+    reject = subprocess.run([sys.executable, "-m", "segmentation_node.ros.operator_cli", "reject",
+                             "missed the disc by the clamp", "--operator", "alice", "--namespace", "/"],
+                            capture_output=True, text=True, timeout=60)
+    assert reject.returncode == 0, reject.stderr
+    stream_until(client, renders, calm,
+                 lambda _: any(_has_trigger(s, "operator_reject: alice") for s in list_shards(folder / "flywheel")),
+                 "the operator-reject hard case to be sealed")
+    shards = list_shards(folder / "flywheel")
+    assert any(_has_trigger(s, "auto_pause: hand") for s in shards), [s.shard_id for s in shards]
+    pseudo = [s for s in shards if s.kind == "pseudo_label"]
+    assert pseudo and all(s.frame_sets == 3 for s in pseudo)
+    for shard in shards:
+        coco = COCO(str(shard.path / "annotations.json"))
+        assert all(cv2.imread(str(shard.path / image["file_name"])) is not None for image in coco.dataset["images"])
+        for annotation in coco.dataset["annotations"]:
+            assert coco.annToMask(annotation).sum() == annotation["area"] > 0
+
+
+def _has_trigger(shard, text: str) -> bool:
+    images = json.loads((shard.path / "annotations.json").read_text())["images"]
+    return any(text in trigger for image in images for trigger in image["meta"].get("triggers", []))
