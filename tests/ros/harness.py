@@ -16,13 +16,14 @@ TIMEOUT_S = 20.0
 
 
 @contextmanager
-def node_process(module: str, *ros_args: str, log_path=None):
-    """Run `python -m module --ros-args ...` as its own process; killed at the end."""
+def node_process(module: str, *ros_args: str, log_path=None, env: dict | None = None):
+    """Run `python -m module --ros-args ...` as its own process (extra `env` variables); killed at the end."""
     command = [sys.executable, "-m", module]
     if ros_args:
         command += ["--ros-args", *ros_args]
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
-    process = subprocess.Popen(command, cwd=REPO, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=log,
+                               stderr=subprocess.STDOUT)
     try:
         yield process
     finally:

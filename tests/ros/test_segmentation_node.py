@@ -4,42 +4,29 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 import cv2
-
-import numpy as np
 import pytest
 import rclpy
+from pycocotools.coco import COCO
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
-from std_msgs.msg import Header
-
-from pycocotools.coco import COCO
 
 from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE, CameraStatus, Command, Reason, Role
 from segmentation_node.contract import GateState as State
 from segmentation_node.flywheel.shards import list_shards
 from segmentation_node.ros.messages import endpoint_qos, nanoseconds, stamp_of
-from segmentation_node.synthetic.classical_setup import commission, train_classifier
-from segmentation_node.synthetic.render import render_frame_set
-from segmentation_node.synthetic.scene import ClipConfig, generate_clip
+from tests.ros.cell_stream import CAMERAS, make_cell
+from tests.ros.cell_stream import send as send_frame_set
 from tests.ros.harness import call, node_process, spin_until
 from workcell_segmentation.msg import FrameSetResult, GateState, OperatorCommand, OperatorIntent
 from workcell_segmentation.srv import GateCommand, SetIntent
 
-CELL = ClipConfig(seed=7, views=3, width=320, height=240, frames=30, stacking=False)
-CAMERAS = ["cam_top", "cam_left", "cam_right"]
-
-
 @pytest.fixture(scope="module")
 def cell(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cell")
-    clip = generate_clip(CELL)
-    commission(clip, train_classifier(replace(CELL, frames=20), seeds=(101, 102))).save(folder / "cell.npz")
-    renders = [render_frame_set(clip, index) for index in range(CELL.frames)]
-    hand = [any(o.label == "hand" for o in frame.objects) for frame in clip.frames]
+    renders, hand = make_cell(folder)
     return folder, renders, hand
 
 
@@ -75,25 +62,8 @@ def running(cell):
         rclpy.try_shutdown()
 
 
-def image(render, stamp_ns, encoding="rgb8", width=None, stamp_offset_ns=0):
-    array = render.image if width is None else render.image[:, :width]
-    stamp_ns += stamp_offset_ns
-    return Image(header=Header(stamp=stamp_of(stamp_ns), frame_id=render.camera.frame_id), height=array.shape[0],
-                 width=array.shape[1], encoding=encoding, is_bigendian=0, step=array.shape[1] * 3,
-                 data=np.ascontiguousarray(array).tobytes())
-
-
-def send(client, renders, index, skip=(), sent=None, **bad):
-    """Publish one frame set of the clip, stamped now; returns its stamp."""
-    stamp_ns = time.time_ns()
-    if sent is not None:
-        sent.add(stamp_ns)
-    for camera, render in zip(CAMERAS, renders[index]):
-        if camera in skip:
-            continue
-        options = bad.get(camera, {})
-        client.cameras[camera].publish(image(render, stamp_ns, **options))
-    return stamp_ns
+def send(client, renders, index, **options):
+    return send_frame_set(client.cameras, renders, index, **options)
 
 
 def stream_until(client, renders, frames, condition, what, **options):
