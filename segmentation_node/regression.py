@@ -1,10 +1,13 @@
 """workcell_regression: guard every model or code change with recorded bags.
 
     workcell_regression record --bag cell_bag --commissioning cell.npz --out golden_bag
+    workcell_regression live --bag cell_bag --cameras cam_top,cam_left --out run_bag [--rate 0.5]
     workcell_regression compare golden_bag candidate_bag [--min-iou 0.9]
 
 `record` runs a recording's camera images through the ROS-free pipeline (the offline mode: no
-DDS, same code as the node) and writes the frame-set results to a bag. `compare` checks two
+DDS, same code as the node) and writes the frame-set results to a bag. `live` replays the
+recording to the running segmentation node over DDS at the recorded pace times `--rate` and
+records the node's results (segmentation_node/ros/replay.py). `compare` checks two
 result bags frame set by frame set: the same decisions (actionable, reason codes), a consistent
 one-to-one track id mapping, and mask IoU of every matched instance at least `min_iou`. It reads
 any bag with FrameSetResult messages, so results recorded from a live node with
@@ -187,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     record.add_argument("--commissioning", type=Path, required=True)
     record.add_argument("--intent", default="pick everything")
     record.add_argument("--out", type=Path, required=True)
+    live = commands.add_parser("live", help="replay a recording to the running node, record its results")
+    live.add_argument("--bag", type=Path, required=True, help="recording with <camera>/image_raw topics")
+    live.add_argument("--cameras", required=True, help="comma-separated camera names, as the node has them")
+    live.add_argument("--intent", default="pick everything")
+    live.add_argument("--rate", type=float, default=1.0, help="replay speed factor (0.5: half speed)")
+    live.add_argument("--namespace", default="", help="namespace of the segmentation node")
+    live.add_argument("--out", type=Path, required=True)
     check = commands.add_parser("compare", help="compare candidate results with golden ones")
     check.add_argument("golden", type=Path)
     check.add_argument("candidate", type=Path)
@@ -198,11 +208,23 @@ def main(argv: list[str] | None = None) -> int:
             records = run_offline(args.bag, Commissioning.load(args.commissioning), args.intent)
             print(f"{len(records)} frame sets -> {write_records(records, args.out)}")
             return 0
+        if args.command == "live":
+            from segmentation_node.ros.replay import replay_bag
+
+            if args.out.exists():
+                raise FileExistsError(f"{args.out} exists; choose another output or remove it")
+            outcome = replay_bag(args.bag, [c.strip() for c in args.cameras.split(",")], args.intent, args.rate,
+                                 args.namespace)
+            dropped = outcome.frame_sets_sent - len(outcome.records)
+            print(f"replayed {outcome.frame_sets_sent} frame sets in {outcome.seconds:.1f} s at rate {args.rate:g}: "
+                  f"{len(outcome.records)} results, {dropped} without a result (dropped by a slower node: "
+                  f"lower --rate) -> {write_records(outcome.records, args.out)}")
+            return 0
         comparison = compare(read_records(args.golden, args.topic), read_records(args.candidate, args.topic),
                              args.min_iou)
         print(comparison.report())
         return 0 if comparison.passed else 1
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, TimeoutError) as error:
         print(f"workcell_regression: {error}", file=sys.stderr)
         return 2
 

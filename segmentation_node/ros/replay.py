@@ -1,0 +1,129 @@
+"""Live replay for the regression harness: a recording's camera images go to the running
+segmentation node over DDS at the recorded pace (times a rate factor, like `ros2 bag play
+--rate`), and the node's FrameSetResult for every replayed frame set is recorded to a bag.
+
+The replayer stands in for the operator during a regression run: it publishes a latched gate
+state RUNNING and the given intent (the same conditions every run), so the decisions compare.
+Do not run it next to a real operator_intent node. Results the node publishes for anything else
+(watchdog reports stamped "now") are not recorded: a run is keyed by the recording's stamps.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosbags.rosbag2 import Reader
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from segmentation_node.bag_records import FrameSetRecord, from_message
+from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE
+from segmentation_node.contract import GateState as State
+from segmentation_node.perception.intent import resolve_intent
+from segmentation_node.perception.ontology import load_ontology
+from segmentation_node.ros.messages import endpoint_qos, nanoseconds
+from segmentation_node.synthetic.export import ros2_typestore
+from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState
+
+REPLAY_OPERATOR = "regression_replay"
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    records: list[FrameSetRecord]
+    frame_sets_sent: int
+    seconds: float
+
+
+def recorded_images(bag: Path, cameras: list[str]) -> list[tuple[int, str, object]]:
+    """(receive time ns, camera, rosbags Image) of the recording's camera topics, in bag order."""
+    topics = {f"/{camera}/image_raw": camera for camera in cameras}
+    typestore = ros2_typestore()
+    with Reader(bag) as reader:
+        wanted = [c for c in reader.connections if c.topic in topics]
+        missing = set(topics) - {c.topic for c in wanted}
+        if missing:
+            raise ValueError(f"{bag} has no {', '.join(sorted(missing))}")
+        return [(timestamp, topics[connection.topic], typestore.deserialize_cdr(raw, connection.msgtype))
+                for connection, timestamp, raw in reader.messages(connections=wanted)]
+
+
+def _image(recorded) -> Image:
+    header = Header(frame_id=recorded.header.frame_id)
+    header.stamp.sec, header.stamp.nanosec = recorded.header.stamp.sec, recorded.header.stamp.nanosec
+    return Image(header=header, height=recorded.height, width=recorded.width, encoding=recorded.encoding,
+                 is_bigendian=recorded.is_bigendian, step=recorded.step, data=recorded.data.tobytes())
+
+
+class BagReplayer(Node):
+    def __init__(self, cameras: list[str], intent_text: str, namespace: str = ""):
+        super().__init__("regression_replay", namespace=namespace)
+        ontology = load_ontology()
+        resolve_intent(intent_text, ontology)  # refuse a bad intent here, not silently in the node
+        # Reliable towards the node: large images lose fragments best effort on a busy loopback.
+        image_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.cameras = {camera: self.create_publisher(Image, f"{camera}/image_raw", image_qos) for camera in cameras}
+        self.results: dict[int, FrameSetResult] = {}
+        self.create_subscription(FrameSetResult, "frame_set", self._on_result,
+                                 endpoint_qos(SEGMENTATION_NODE, "frame_set"))
+        now = self.get_clock().now().to_msg()
+        gate = self.create_publisher(GateState, "gate_state", endpoint_qos(OPERATOR_NODE, "gate_state"))
+        gate.publish(GateState(header=Header(stamp=now), state=int(State.RUNNING), operator_id=REPLAY_OPERATOR,
+                               reason="regression replay"))
+        intent = self.create_publisher(ActiveIntent, "active_intent", endpoint_qos(OPERATOR_NODE, "active_intent"))
+        intent.publish(ActiveIntent(header=Header(stamp=now), sequence=1, operator_id=REPLAY_OPERATOR,
+                                    text=intent_text, ontology_version=ontology.version))
+        self._keep = (gate, intent)
+
+    def _on_result(self, message: FrameSetResult) -> None:
+        self.results[nanoseconds(message.header.stamp)] = message
+
+    def wait_for_node(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not all(p.get_subscription_count() for p in self.cameras.values()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no segmentation node subscribes to {', '.join(self.cameras)} within "
+                                   f"{timeout_s:g} s (namespace / remapping?)")
+            rclpy.spin_once(self, timeout_sec=0.05)
+        settle = time.monotonic() + 1.0  # latched gate and intent reach the node
+        while time.monotonic() < settle:
+            rclpy.spin_once(self, timeout_sec=0.05)
+
+    def replay(self, images: list[tuple[int, str, object]], rate: float, settle_s: float) -> ReplayOutcome:
+        if rate <= 0:
+            raise ValueError(f"rate must be > 0, got {rate}")
+        stamps = []
+        started = time.monotonic()
+        first = images[0][0] if images else 0
+        for timestamp, camera, recorded in images:
+            due = started + (timestamp - first) / 1e9 / rate
+            while (left := due - time.monotonic()) > 0:
+                rclpy.spin_once(self, timeout_sec=min(left, 0.01))
+            message = _image(recorded)
+            self.cameras[camera].publish(message)
+            stamps.append(nanoseconds(message.header.stamp))
+        frame_sets = sorted(set(stamps))
+        deadline = time.monotonic() + settle_s
+        while time.monotonic() < deadline and not all(stamp in self.results for stamp in frame_sets):
+            rclpy.spin_once(self, timeout_sec=0.05)
+        records = [from_message(self.results[stamp]) for stamp in frame_sets if stamp in self.results]
+        return ReplayOutcome(records, len(frame_sets), time.monotonic() - started)
+
+
+def replay_bag(bag: Path, cameras: list[str], intent_text: str, rate: float, namespace: str = "",
+               wait_s: float = 60.0, settle_s: float = 15.0) -> ReplayOutcome:
+    images = recorded_images(bag, cameras)
+    rclpy.init()
+    try:
+        node = BagReplayer(cameras, intent_text, namespace)
+        try:
+            node.wait_for_node(wait_s)
+            return node.replay(images, rate, settle_s)
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown()

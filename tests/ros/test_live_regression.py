@@ -1,0 +1,54 @@
+"""Golden run through the live node: a recording replayed over DDS at its pace (rate factor),
+the node's results recorded to a bag and compared with another run and with the offline mode."""
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from segmentation_node.regression import compare, read_records, run_offline
+from segmentation_node.synthetic.classical_setup import commission, train_classifier
+from segmentation_node.synthetic.export import export_clip
+from segmentation_node.synthetic.scene import ClipConfig, generate_clip
+from tests.ros.harness import node_process
+
+CELL = ClipConfig(seed=9, views=2, width=320, height=240, frames=8, stacking=False)
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("live")
+    clip = generate_clip(CELL)
+    bag = export_clip(clip, folder / "recording", coco=False, progress=False)["bag"]
+    commissioning = commission(clip, train_classifier(replace(CELL, frames=8), seeds=(101,), frames_per_clip=3))
+    commissioning.save(folder / "cell.npz")
+    return folder, bag, commissioning, [camera.name for camera in clip.cameras]
+
+
+def live_run(folder, bag, cameras, out, intent="pick everything"):
+    """A fresh node per run, as a regression job would start one."""
+    args = ("-p", f"commissioning_file:={folder / 'cell.npz'}", "-p", f"cameras:=[{','.join(cameras)}]")
+    with node_process("segmentation_node.ros.segmentation", *args, log_path=folder / f"{out}.log"):
+        run = subprocess.run([sys.executable, "-m", "segmentation_node.regression", "live", "--bag", str(bag),
+                              "--cameras", ",".join(cameras), "--rate", "0.5", "--intent", intent,
+                              "--out", str(folder / out)], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    assert f"replayed {CELL.frames} frame sets" in run.stdout and "0 without a result" in run.stdout, run.stdout
+    return read_records(folder / out)
+
+
+def test_live_golden_run_matches_the_next_run_and_the_offline_mode(recording):
+    folder, bag, commissioning, cameras = recording
+    golden = live_run(folder, bag, cameras, "golden")
+    assert len(golden) == CELL.frames and any(record.actionable for record in golden)
+    again = live_run(folder, bag, cameras, "again")
+    comparison = compare(golden, again)
+    assert comparison.passed and comparison.worst_iou == 1.0, comparison.report()
+    offline = compare(golden, run_offline(bag, commissioning, "pick everything"))
+    assert offline.passed, offline.report()
+
+    changed = compare(golden, live_run(folder, bag, cameras, "changed", intent="pick part_b"))
+    assert not changed.passed and "role TARGET -> IGNORE" in changed.report()
+    cli = subprocess.run([sys.executable, "-m", "segmentation_node.regression", "compare", str(folder / "golden"),
+                          str(folder / "changed")], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 1 and cli.stdout.startswith("FAIL:")
