@@ -40,11 +40,12 @@ from segmentation_node.perception.intent import IntentError, resolve_intent
 from segmentation_node.perception.ontology import OntologyError, load_ontology
 from segmentation_node.perception.pipeline import FrameSetOutcome, KeyframeScheduler, PerceptionPipeline
 from segmentation_node.perception.types import CameraFrame
+from segmentation_node.registry import ModelRegistry, load_registered_model
 from segmentation_node.ros.image_conversion import make_converter
 from segmentation_node.ros.messages import endpoint_qos, image_message, instance_message, nanoseconds, stamp_of
 from segmentation_node.ros.runner import run_node
-from segmentation_node.registry import ModelRegistry, load_registered_model
 from segmentation_node.ros.synchronizer import make_synchronizer
+from segmentation_node.stage_timer import StageTimer
 from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState, HardCaseReport, ViewResult
 from workcell_segmentation.srv import SwapModel
 
@@ -120,6 +121,7 @@ class SegmentationNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._running = False
         self._pipeline: PerceptionPipeline | None = None
+        self._stages = StageTimer()
         self._process_lock = threading.Lock()  # held for one frame set; a model swap waits for it
         self._flywheel: FlywheelLogger | None = None
         self._registry_version = ""
@@ -302,7 +304,8 @@ class SegmentationNode(LifecycleNode):
         if problem:
             self.get_logger().warning(f"{camera}: image dropped: {problem}", throttle_duration_sec=2.0)
             return
-        self._sync.add(index, stamp_ns, message)
+        with self._stages.time("sync (per image)"):
+            self._sync.add(index, stamp_ns, message)
 
     def _on_frame_set(self, *messages: Image) -> None:
         self._last_input_s = time.monotonic()
@@ -408,6 +411,7 @@ class SegmentationNode(LifecycleNode):
     def _process(self, messages: tuple[Image, ...]) -> None:
         started_s = time.monotonic()
         views, problems, details = [], {}, {}
+        conversion = time.perf_counter()
         for camera, message in zip(self.cameras, messages):
             try:
                 image = self._to_rgb(message)
@@ -419,12 +423,16 @@ class SegmentationNode(LifecycleNode):
             except ImageError as error:
                 self.health[camera].reject(str(error))
                 self.get_logger().error(f"{camera}: {error}", throttle_duration_sec=2.0)
+        self._stages.add("conversion", (time.perf_counter() - conversion) * 1000.0)
         for camera in self.cameras:
             status, detail = self.health[camera].status(started_s)
             if status is not CameraStatus.OK:
                 problems[camera] = detail
                 details[camera] = (status, detail)
+        pipeline_started = time.perf_counter()
         outcome = self._pipeline.process(views, self._gate, problems)
+        self._stages.add("backend", outcome.inference_ms)
+        self._stages.add("post-processing", (time.perf_counter() - pipeline_started) * 1000.0 - outcome.inference_ms)
         sequence = self._publish(messages, {view.camera: view.image for view in views}, outcome, details, started_s)
         if self._flywheel is not None:
             self._flywheel.observe(sequence, views, outcome, self._gate, {"model_version": self._serving_version()})
@@ -433,7 +441,9 @@ class SegmentationNode(LifecycleNode):
     def _publish(self, messages, images: dict[str, np.ndarray], outcome: FrameSetOutcome, details,
                  started_s: float) -> int:
         newest_ns = max(nanoseconds(m.header.stamp) for m in messages)
+        building = time.perf_counter()
         result = self._result(outcome.verdict, newest_ns, outcome.inference_ms)
+        view_images, encoding_s = [], 0.0
         for camera, message in zip(self.cameras, messages):
             instances = outcome.views.get(camera, [])
             status, detail = details.get(camera, (CameraStatus.OK, ""))
@@ -442,12 +452,19 @@ class SegmentationNode(LifecycleNode):
                               height=message.height, width=message.width)
             targets = [i for i in instances if i.role is Role.TARGET]
             label_values = {id(instance): value for value, instance in enumerate(targets, start=1)}
+            encoding = time.perf_counter()
             view.instances = [instance_message(i, label_values.get(id(i), 0)) for i in instances]
+            encoding_s += time.perf_counter() - encoding
             result.views.append(view)
             if camera in images:  # nothing is drawn from an image that was rejected
-                self._publish_view_images(camera, message, images[camera], instances, targets, outcome)
-        result.latency_ms = float((self.get_clock().now().nanoseconds - newest_ns) / 1e6)
-        self._frame_set_pub.publish(result)
+                view_images += self._view_images(camera, message, images[camera], instances, targets, outcome)
+        self._stages.add("mask encoding", encoding_s * 1000.0)
+        self._stages.add("message build", (time.perf_counter() - building - encoding_s) * 1000.0)
+        with self._stages.time("publish"):
+            result.latency_ms = float((self.get_clock().now().nanoseconds - newest_ns) / 1e6)
+            self._frame_set_pub.publish(result)
+            for publisher, image_message_ in view_images:
+                publisher.publish(image_message_)
         return result.sequence
 
     def _result(self, verdict, stamp_ns: int, inference_ms: float) -> FrameSetResult:
@@ -461,10 +478,10 @@ class SegmentationNode(LifecycleNode):
             model_version=self._serving_version(), ontology_version=self.ontology.version,
             inference_ms=float(inference_ms))
 
-    def _publish_view_images(self, camera, message, image, instances, targets, outcome) -> None:
+    def _view_images(self, camera, message, image, instances, targets, outcome) -> list[tuple]:
+        """(publisher, message) of this view's label, forbidden and overlay images."""
         pubs = self._view_pubs[camera]
-        if not pubs:
-            return
+        built = []
         shape = (message.height, message.width)
         if "target_labels" in pubs:
             labels = np.zeros(shape, np.uint16)
@@ -474,13 +491,14 @@ class SegmentationNode(LifecycleNode):
             for instance in instances:
                 if instance.role is Role.FORBIDDEN:
                     forbidden[instance.mask] = 255
-            pubs["target_labels"].publish(image_message(message.header, labels, "mono16"))
-            pubs["forbidden_mask"].publish(image_message(message.header, forbidden, "mono8"))
+            built += [(pubs["target_labels"], image_message(message.header, labels, "mono16")),
+                      (pubs["forbidden_mask"], image_message(message.header, forbidden, "mono8"))]
         if "overlay" in pubs:
             items = [OverlayItem(i.mask, i.role, f"{i.label}#{i.track_id}") for i in instances]
             verdict = outcome.verdict
             banner = "ACTIONABLE" if verdict.actionable else f"NOT ACTIONABLE: {verdict.reasons[0][1]}"
-            pubs["overlay"].publish(image_message(message.header, draw_overlay(image, items, banner), "rgb8"))
+            built.append((pubs["overlay"], image_message(message.header, draw_overlay(image, items, banner), "rgb8")))
+        return built
 
     def _watchdog(self) -> None:
         """No synchronized frame set for a while (a camera stopped, sync cannot match): say so, not
@@ -518,7 +536,9 @@ class SegmentationNode(LifecycleNode):
         statuses.append(DiagnosticStatus(
             level=DiagnosticStatus.OK if self._pipeline else DiagnosticStatus.WARN, name=f"{SEGMENTATION_NODE}: model",
             message=self._serving_version() or "inactive",
-            values=[KeyValue(key="gate", value=self._gate.name), KeyValue(key="frame_sets", value=str(self._sequence))]))
+            values=[KeyValue(key="gate", value=self._gate.name), KeyValue(key="frame_sets", value=str(self._sequence))]
+            + [KeyValue(key=f"{stage} p50/p95 ms", value=f"{p50:.2f} / {p95:.2f}")
+               for stage, (p50, p95, _) in self._stages.summary().items()]))
         if self._flywheel is not None:
             stats = self._flywheel.stats
             statuses.append(DiagnosticStatus(

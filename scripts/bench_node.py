@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Benchmark the segmentation node over real DDS: per-stage timings (the node's own, read from
+/diagnostics), the non-model overhead against a memcpy of the same image bytes, end-to-end
+latency (source stamp -> result received) at a camera rate, and memory over a long stream.
+
+    scripts/bench_node.py                              # 2 and 4 views at 1280x720, 15 Hz, 20 s each
+    scripts/bench_node.py --views 3 --size 640x480 --seconds 600 --memory   # 10-minute memory run
+
+Backend: the classical CPU backend on a commissioned synthetic cell (the model stage of SAM3
+is benchmarked by scripts/bench_sam3_backends.py). Prints markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import psutil
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from segmentation_node.contract import SEGMENTATION_NODE  # noqa: E402
+from segmentation_node.ros.messages import endpoint_qos, image_message, nanoseconds, stamp_of  # noqa: E402
+from segmentation_node.synthetic.classical_setup import commission, train_classifier  # noqa: E402
+from segmentation_node.synthetic.render import render_frame_set  # noqa: E402
+from segmentation_node.synthetic.scene import ClipConfig, generate_clip  # noqa: E402
+from workcell_segmentation.msg import FrameSetResult  # noqa: E402
+
+FRAME_SETS = 8  # rendered once, cycled
+
+
+class CameraRig(Node):
+    def __init__(self, cameras: list[str]):
+        super().__init__("bench_cameras")
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.publishers_ = {c: self.create_publisher(Image, f"{c}/image_raw", qos) for c in cameras}
+        self.latencies_ms: list[float] = []
+        self.diagnostics: dict[str, str] = {}
+        self.create_subscription(FrameSetResult, "frame_set", self._on_result, endpoint_qos(SEGMENTATION_NODE, "frame_set"))
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
+                                 endpoint_qos(SEGMENTATION_NODE, "/diagnostics"))
+
+    def _on_result(self, message: FrameSetResult) -> None:
+        if message.inference_ms > 0:  # a processed frame set, not a watchdog report
+            self.latencies_ms.append((time.time_ns() - nanoseconds(message.header.stamp)) / 1e6)
+
+    def _on_diagnostics(self, message: DiagnosticArray) -> None:
+        for status in message.status:
+            if status.name.endswith(": model"):
+                self.diagnostics = {v.key: v.value for v in status.values}
+
+
+def build_cell(views: int, width: int, height: int, folder: Path):
+    config = ClipConfig(seed=7, views=views, width=width, height=height, frames=FRAME_SETS, stacking=False)
+    clip = generate_clip(config)
+    commission(clip, train_classifier(replace(config, frames=4), seeds=(101,), frames_per_clip=2)).save(
+        folder / "cell.npz")
+    return [camera.name for camera in clip.cameras], [render_frame_set(clip, i) for i in range(FRAME_SETS)]
+
+
+def memcpy_ms(views: int, width: int, height: int) -> float:
+    source = np.random.default_rng(0).integers(0, 255, (views, height, width, 3), dtype=np.uint8)
+    target = np.empty_like(source)
+    times = []
+    for _ in range(30):
+        started = time.perf_counter()
+        np.copyto(target, source)
+        times.append((time.perf_counter() - started) * 1000.0)
+    return float(np.median(times))
+
+
+def run(views: int, width: int, height: int, rate_hz: float, seconds: float, memory: bool) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="bench_node_"))
+    cameras, renders = build_cell(views, width, height, folder)
+    node = subprocess.Popen([sys.executable, "-m", "segmentation_node.ros.segmentation", "--ros-args",
+                             "-p", f"commissioning_file:={folder / 'cell.npz'}", "-p", f"cameras:=[{','.join(cameras)}]"],
+                            cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    rclpy.init()
+    rig = CameraRig(cameras)
+    memory_samples = []
+    try:
+        deadline = time.monotonic() + 120
+        while not all(p.get_subscription_count() for p in rig.publishers_.values()):
+            if time.monotonic() > deadline or node.poll() is not None:
+                raise RuntimeError("the segmentation node did not come up")
+            rclpy.spin_once(rig, timeout_sec=0.05)
+        messages = [[image_message(Header(frame_id=r.camera.frame_id), r.image, "rgb8") for r in frame_set]
+                    for frame_set in renders]
+        process = psutil.Process(node.pid)
+        started = time.monotonic()
+        sent = 0
+        next_sample = started
+        while time.monotonic() < started + seconds:
+            stamp = stamp_of(time.time_ns())
+            for camera, message in zip(cameras, messages[sent % FRAME_SETS]):
+                message.header.stamp = stamp
+                rig.publishers_[camera].publish(message)
+            sent += 1
+            if memory and time.monotonic() >= next_sample:
+                memory_samples.append((time.monotonic() - started, process.memory_info().rss / 2**20))
+                next_sample += 10.0
+            due = started + sent / rate_hz
+            while time.monotonic() < due:
+                rclpy.spin_once(rig, timeout_sec=max(0.0, min(0.005, due - time.monotonic())))
+        settle = time.monotonic() + 2.5  # the last results and one diagnostics period
+        while time.monotonic() < settle:
+            rclpy.spin_once(rig, timeout_sec=0.05)
+    finally:
+        rig.destroy_node()
+        rclpy.try_shutdown()
+        node.terminate()
+        node.wait(timeout=20)
+    report(views, width, height, rate_hz, seconds, sent, rig, memcpy_ms(views, width, height), memory_samples)
+
+
+def report(views, width, height, rate_hz, seconds, sent, rig, copy_ms, memory_samples) -> None:
+    stages = {key.removesuffix(" p50/p95 ms"): [float(v) for v in value.split(" / ")]
+              for key, value in rig.diagnostics.items() if key.endswith("p50/p95 ms")}
+    print(f"\n### {views} views {width}x{height}, cameras at {rate_hz:g} Hz for {seconds:g} s "
+          f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores)\n")
+    print("| stage (node's own timing) | p50 ms | p95 ms |\n|---|---|---|")
+    for stage, (p50, p95) in stages.items():
+        print(f"| {stage} | {p50:.2f} | {p95:.2f} |")
+    per_set = {stage: p50 * (views if stage.endswith("(per image)") else 1) for stage, (p50, _) in stages.items()}
+    overhead = sum(value for stage, value in per_set.items() if stage != "backend")
+    latencies = np.array(rig.latencies_ms) if rig.latencies_ms else np.array([np.nan])
+    print(f"| **non-model overhead per frame set (p50 sum)** | {overhead:.2f} | |")
+    print(f"| memcpy of the same {views}x{width}x{height}x3 bytes | {copy_ms:.2f} | |")
+    print(f"\n- non-model overhead / memcpy: **{overhead / copy_ms:.1f}x**")
+    print(f"- end-to-end latency (source stamp -> result received): p50 {np.percentile(latencies, 50):.0f} ms, "
+          f"p95 {np.percentile(latencies, 95):.0f} ms")
+    print(f"- frame sets: {sent} offered, {len(rig.latencies_ms)} results "
+          f"({len(rig.latencies_ms) / seconds:.1f}/s; the rest dropped oldest-first by design)")
+    if memory_samples:
+        rss = np.array([mb for _, mb in memory_samples])
+        minutes = np.array([s / 60 for s, _ in memory_samples])
+        half = len(rss) // 2
+        slope = np.polyfit(minutes[half:], rss[half:], 1)[0] if half >= 2 else float("nan")
+        print(f"- node RSS over {seconds / 60:.1f} min: start {rss[0]:.0f} MiB, min {rss.min():.0f}, "
+              f"max {rss.max():.0f}, end {rss[-1]:.0f}; second-half slope {slope:+.2f} MiB/min")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--views", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--size", default="1280x720")
+    parser.add_argument("--rate", type=float, default=15.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--memory", action="store_true", help="sample the node's RSS every 10 s")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    for views in args.views:
+        run(views, width, height, args.rate, args.seconds, args.memory)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
