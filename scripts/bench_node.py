@@ -6,6 +6,9 @@ latency (source stamp -> result received) at a camera rate, and memory over a lo
     scripts/bench_node.py                              # 2 and 4 views at 1280x720, 15 Hz, 20 s each
     scripts/bench_node.py --views 3 --size 640x480 --seconds 600 --memory   # 10-minute memory run
 
+With the operator_intent node running too, the intent alternates every 2 s and the time from the
+accepted answer to the first frame set carrying the new intent is measured.
+
 Backend: the classical CPU backend on a commissioned synthetic cell (the model stage of SAM3
 is benchmarked by scripts/bench_sam3_backends.py). Prints markdown tables.
 """
@@ -38,7 +41,8 @@ from segmentation_node.ros.messages import endpoint_qos, image_message, nanoseco
 from segmentation_node.synthetic.classical_setup import commission, train_classifier  # noqa: E402
 from segmentation_node.synthetic.render import render_frame_set  # noqa: E402
 from segmentation_node.synthetic.scene import ClipConfig, generate_clip  # noqa: E402
-from workcell_segmentation.msg import FrameSetResult  # noqa: E402
+from workcell_segmentation.msg import FrameSetResult, OperatorIntent  # noqa: E402
+from workcell_segmentation.srv import SetIntent  # noqa: E402
 
 FRAME_SETS = 8  # rendered once, cycled
 
@@ -50,6 +54,10 @@ class CameraRig(Node):
         self.publishers_ = {c: self.create_publisher(Image, f"{c}/image_raw", qos) for c in cameras}
         self.latencies_ms: list[float] = []
         self.diagnostics: dict[str, str] = {}
+        self.intent_client = self.create_client(SetIntent, "set_intent")
+        self.intent_future = None
+        self.intent_answered: tuple[int, float] | None = None  # (sequence, monotonic time of the answer)
+        self.intent_ms: list[float] = []
         self.create_subscription(FrameSetResult, "frame_set", self._on_result, endpoint_qos(SEGMENTATION_NODE, "frame_set"))
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
                                  endpoint_qos(SEGMENTATION_NODE, "/diagnostics"))
@@ -57,6 +65,22 @@ class CameraRig(Node):
     def _on_result(self, message: FrameSetResult) -> None:
         if message.inference_ms > 0:  # a processed frame set, not a watchdog report
             self.latencies_ms.append((time.time_ns() - nanoseconds(message.header.stamp)) / 1e6)
+        if self.intent_answered and message.intent_sequence == self.intent_answered[0]:
+            self.intent_ms.append((time.monotonic() - self.intent_answered[1]) * 1000.0)
+            self.intent_answered = None
+
+    def switch_intent(self, text: str) -> None:
+        """Ask for a new intent without blocking the camera loop; `poll_intent` takes the answer."""
+        if self.intent_future is None and self.intent_answered is None:
+            self.intent_future = self.intent_client.call_async(
+                SetIntent.Request(intent=OperatorIntent(operator_id="bench", text=text)))
+
+    def poll_intent(self) -> None:
+        if self.intent_future is not None and self.intent_future.done():
+            answer = self.intent_future.result()
+            self.intent_future = None
+            if answer.accepted:
+                self.intent_answered = (answer.active.sequence, time.monotonic())
 
     def _on_diagnostics(self, message: DiagnosticArray) -> None:
         for status in message.status:
@@ -89,6 +113,9 @@ def run(views: int, width: int, height: int, rate_hz: float, seconds: float, mem
     node = subprocess.Popen([sys.executable, "-m", "segmentation_node.ros.segmentation", "--ros-args",
                              "-p", f"commissioning_file:={folder / 'cell.npz'}", "-p", f"cameras:=[{','.join(cameras)}]"],
                             cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    operator = subprocess.Popen([sys.executable, "-m", "segmentation_node.ros.operator_node", "--ros-args",
+                                 "-p", f"state_file:={folder / 'gate.json'}", "-p", f"transition_log:={folder / 'gate.log'}"],
+                                cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     rclpy.init()
     rig = CameraRig(cameras)
     memory_samples = []
@@ -110,6 +137,9 @@ def run(views: int, width: int, height: int, rate_hz: float, seconds: float, mem
                 message.header.stamp = stamp
                 rig.publishers_[camera].publish(message)
             sent += 1
+            rig.poll_intent()
+            if sent % int(2 * rate_hz) == 0:
+                rig.switch_intent(("pick part_a", "pick part_b")[sent // int(2 * rate_hz) % 2])
             if memory and time.monotonic() >= next_sample:
                 memory_samples.append((time.monotonic() - started, process.memory_info().rss / 2**20))
                 next_sample += 10.0
@@ -122,8 +152,9 @@ def run(views: int, width: int, height: int, rate_hz: float, seconds: float, mem
     finally:
         rig.destroy_node()
         rclpy.try_shutdown()
-        node.terminate()
-        node.wait(timeout=20)
+        for process in (node, operator):
+            process.terminate()
+            process.wait(timeout=20)
     report(views, width, height, rate_hz, seconds, sent, rig, memcpy_ms(views, width, height), memory_samples)
 
 
@@ -145,6 +176,9 @@ def report(views, width, height, rate_hz, seconds, sent, rig, copy_ms, memory_sa
           f"p95 {np.percentile(latencies, 95):.0f} ms")
     print(f"- frame sets: {sent} offered, {len(rig.latencies_ms)} results "
           f"({len(rig.latencies_ms) / seconds:.1f}/s; the rest dropped oldest-first by design)")
+    if rig.intent_ms:
+        print(f"- intent accepted -> first frame set with the new intent: p50 {np.percentile(rig.intent_ms, 50):.0f} ms, "
+              f"p95 {np.percentile(rig.intent_ms, 95):.0f} ms ({len(rig.intent_ms)} switches)")
     if memory_samples:
         rss = np.array([mb for _, mb in memory_samples])
         minutes = np.array([s / 60 for s, _ in memory_samples])
