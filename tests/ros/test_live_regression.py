@@ -2,27 +2,22 @@
 the node's results recorded to a bag and compared with another run and with the offline mode."""
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
+from rosbags.rosbag2 import Reader
 
 from segmentation_node.regression import compare, read_records, run_offline
-from segmentation_node.synthetic.classical_setup import commission, train_classifier
-from segmentation_node.synthetic.export import export_clip
-from segmentation_node.synthetic.scene import ClipConfig, generate_clip
 from tests.ros.harness import node_process
+from tests.test_regression import CELL, cell  # noqa: F401 - the same recording and commissioning
 
-CELL = ClipConfig(seed=9, views=2, width=320, height=240, frames=8, stacking=False)
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("live")
-    clip = generate_clip(CELL)
-    bag = export_clip(clip, folder / "recording", coco=False, progress=False)["bag"]
-    commissioning = commission(clip, train_classifier(replace(CELL, frames=8), seeds=(101,), frames_per_clip=3))
-    commissioning.save(folder / "cell.npz")
-    return folder, bag, commissioning, [camera.name for camera in clip.cameras]
+def recording(cell):
+    folder, bag, commissioning, _ = cell
+    with Reader(bag) as reader:
+        cameras = sorted(c.topic.split("/")[1] for c in reader.connections if c.topic.endswith("/image_raw"))
+    return folder, bag, commissioning, cameras
 
 
 def live_run(folder, bag, cameras, out, intent="pick everything"):
@@ -39,7 +34,7 @@ def live_run(folder, bag, cameras, out, intent="pick everything"):
 
 def test_live_golden_run_matches_the_next_run_and_the_offline_mode(recording):
     folder, bag, commissioning, cameras = recording
-    golden = live_run(folder, bag, cameras, "golden")
+    golden = live_run(folder, bag, cameras, "live_golden")
     assert len(golden) == CELL.frames and any(record.actionable for record in golden)
     again = live_run(folder, bag, cameras, "again")
     comparison = compare(golden, again)
@@ -49,6 +44,6 @@ def test_live_golden_run_matches_the_next_run_and_the_offline_mode(recording):
 
     changed = compare(golden, live_run(folder, bag, cameras, "changed", intent="pick part_b"))
     assert not changed.passed and "role TARGET -> IGNORE" in changed.report()
-    cli = subprocess.run([sys.executable, "-m", "segmentation_node.regression", "compare", str(folder / "golden"),
+    cli = subprocess.run([sys.executable, "-m", "segmentation_node.regression", "compare", str(folder / "live_golden"),
                           str(folder / "changed")], capture_output=True, text=True, timeout=120)
     assert cli.returncode == 1 and cli.stdout.startswith("FAIL:")
