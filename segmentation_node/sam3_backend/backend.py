@@ -8,7 +8,7 @@ import torch
 from segmentation_node.perception.types import CameraFrame, Detection, Prompt
 from segmentation_node.sam3_backend.builder import Sam3Model
 from segmentation_node.sam3_backend.device import cpu_redirect
-from segmentation_node.sam3_backend.predictor import Sam3Predictor
+from segmentation_node.sam3_backend.predictor import GroundingHead, ImageEncoder, Sam3Predictor
 from segmentation_node.sam3_backend.stream import KeyframeDetection, TrackerStream
 
 
@@ -24,10 +24,13 @@ class Sam3Backend:
     name = "sam3"
 
     def __init__(self, model: Sam3Model, score_threshold: float = 0.5, max_detections: int = 20,
-                 max_objects: int = 16, max_memory_frames: int = 6, match_iou: float = 0.3):
+                 max_objects: int = 16, max_memory_frames: int = 6, match_iou: float = 0.3,
+                 image_encoder: ImageEncoder | None = None,
+                 grounding_head: GroundingHead | None = None):
         self.model = model
         self.model_version = model.model_version
-        self.predictor = Sam3Predictor(model, score_threshold, max_detections)
+        self.predictor = Sam3Predictor(model, score_threshold, max_detections,
+                                       image_encoder=image_encoder, grounding_head=grounding_head)
         self.max_objects = max_objects
         self.max_memory_frames = max_memory_frames
         self.match_iou = match_iou

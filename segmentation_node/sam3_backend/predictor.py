@@ -7,7 +7,8 @@ encoder, decoder and segmentation head as one batch of "find" queries (`FindStag
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from functools import partial
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +19,12 @@ from segmentation_node.sam3_backend.device import cpu_redirect
 
 IMAGE_MEAN = 0.5  # sam3's normalisation: (x - 0.5) / 0.5 on [0, 1] pixels
 IMAGE_STD = 0.5
+
+# Swappable stages (e.g. TensorRT engines, see trt_backend.py); None means the torch modules.
+# Backbone: normalised N x 3 x S x S batch -> sam3's backbone_out dict.
+ImageEncoder = Callable[[torch.Tensor], dict]
+# Detector head: (backbone_out with text features, views, prompts) -> forward_grounding's output.
+GroundingHead = Callable[[dict, int, int], dict]
 
 
 @dataclass(eq=False)
@@ -37,7 +44,8 @@ class Sam3Predictor:
     """Runs the SAM3 detector; keeps no state between calls."""
 
     def __init__(self, model: Sam3Model, score_threshold: float = 0.5, max_detections: int = 20,
-                 nms_iou: float = 0.7):
+                 nms_iou: float = 0.7, image_encoder: ImageEncoder | None = None,
+                 grounding_head: GroundingHead | None = None):
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
         if max_detections < 1:
@@ -46,6 +54,8 @@ class Sam3Predictor:
         self.score_threshold = score_threshold
         self.max_detections = max_detections
         self.nms_iou = nms_iou
+        self.image_encoder = image_encoder
+        self.grounding_head = grounding_head
 
     def predict(self, image: np.ndarray, prompts: Sequence[str]) -> list[PromptResult]:
         """One image, several prompts."""
@@ -66,28 +76,22 @@ class Sam3Predictor:
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {image.dtype} "
                                  f"{image.shape}")
-        batch = torch.stack([self._preprocess(image) for image in images])
-        return self.model.detector.backbone.forward_image(batch)
+        batch = torch.stack([preprocess_image(image, self.model.image_size, self.model.device)
+                             for image in images])
+        # Looked up per call, not bound at construction, so the torch module stays replaceable.
+        encode = self.image_encoder or self.model.detector.backbone.forward_image
+        return encode(batch)
 
     def detect(self, backbone_out: dict, image_sizes: Sequence[tuple[int, int]],
                prompts: Sequence[str]) -> list[list[PromptResult]]:
         if not prompts:
             return [[] for _ in image_sizes]
-        from sam3.model.data_misc import FindStage
-
         detector = self.model.detector
-        device = self.model.device
         views, n_prompts = len(image_sizes), len(prompts)
-        # Text encoded once per prompt; queries pair every view with every prompt, view-major.
-        text_out = detector.backbone.forward_text(list(prompts), device=device)
-        img_ids = torch.arange(views, device=device).repeat_interleave(n_prompts)
-        text_ids = torch.arange(n_prompts, device=device).repeat(views)
-        find_input = FindStage(img_ids=img_ids, text_ids=text_ids, input_boxes=None,
-                               input_boxes_mask=None, input_boxes_label=None, input_points=None,
-                               input_points_mask=None)
-        out = detector.forward_grounding(
-            backbone_out={**backbone_out, **text_out}, find_input=find_input, find_target=None,
-            geometric_prompt=detector._get_dummy_prompt(num_prompts=views * n_prompts))
+        # Text encoded once per prompt.
+        text_out = detector.backbone.forward_text(list(prompts), device=self.model.device)
+        ground = self.grounding_head or partial(run_grounding, detector)
+        out = ground({**backbone_out, **text_out}, views, n_prompts)
         # Instance score = query probability x image-level presence probability (as sam3 does).
         scores = out["pred_logits"].sigmoid().squeeze(-1) * out["presence_logit_dec"].sigmoid()
         results = []
@@ -99,15 +103,6 @@ class Sam3Predictor:
                                         out["pred_masks"][query], height, width))
             results.append(row)
         return results
-
-    def _preprocess(self, image: np.ndarray) -> torch.Tensor:
-        size = self.model.image_size
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.model.device)
-        pixels = pixels.permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
-        # sam3 squashes any aspect ratio into its square input; masks are resized back.
-        pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False,
-                               antialias=True)
-        return ((pixels - IMAGE_MEAN) / IMAGE_STD).squeeze(0)
 
     def _select(self, prompt: str, scores: torch.Tensor, boxes_cxcywh: torch.Tensor,
                 mask_logits: torch.Tensor, height: int, width: int) -> PromptResult:
@@ -126,3 +121,30 @@ class Sam3Predictor:
         return PromptResult(prompt=prompt, masks=masks.cpu().numpy(),
                             scores=scores[keep].float().clamp(0, 1).cpu().numpy(),
                             boxes=boxes.cpu().numpy())
+
+
+def preprocess_image(image: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
+    """H x W x 3 uint8 RGB -> the normalised 3 x size x size input of the backbone."""
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).to(device)
+    pixels = pixels.permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
+    # sam3 squashes any aspect ratio into its square input; masks are resized back.
+    pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False,
+                           antialias=True)
+    return ((pixels - IMAGE_MEAN) / IMAGE_STD).squeeze(0)
+
+
+def run_grounding(detector: torch.nn.Module, backbone_out: dict, views: int, prompts: int) -> dict:
+    """The detector after the backbones: fusion encoder, decoder and segmentation head on one
+    batch of queries pairing every view with every prompt, view-major (query = view x prompts +
+    prompt). `backbone_out` holds the image and the text features."""
+    from sam3.model.data_misc import FindStage
+
+    device = backbone_out["backbone_fpn"][0].device
+    img_ids = torch.arange(views, device=device).repeat_interleave(prompts)
+    text_ids = torch.arange(prompts, device=device).repeat(views)
+    find_input = FindStage(img_ids=img_ids, text_ids=text_ids, input_boxes=None,
+                           input_boxes_mask=None, input_boxes_label=None, input_points=None,
+                           input_points_mask=None)
+    return detector.forward_grounding(
+        backbone_out=backbone_out, find_input=find_input, find_target=None,
+        geometric_prompt=detector._get_dummy_prompt(num_prompts=views * prompts))
