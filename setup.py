@@ -37,7 +37,11 @@ setup(
     extras_require={
         # SAM3 backend, fine-tuning and export. Pin torch/torchvision as a matching pair for
         # your platform in the same pip command (sam3 declares neither).
-        "sam3": ["sam3==0.1.4", "torch>=2.7", "torchvision>=0.22", "open-clip-torch>=2.24", "psutil"],
+        "sam3": ["sam3==0.1.4", "torch>=2.7", "torchvision>=0.22", "open-clip-torch>=2.24", "psutil",
+                 "torchmetrics", "scipy"],
+        # Static ONNX export of SAM3's stages and the onnxruntime parity check (TensorRT comes
+        # with JetPack / the NVIDIA wheels of the target, not from here).
+        "export": ["onnx", "onnxscript", "onnxruntime"],
         # rosbag2 files without a ROS install (synthetic bags, offline replay).
         "bags": ["rosbags>=0.11.9"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "rosbags>=0.11.9"],

@@ -49,7 +49,9 @@ from segmentation_node.stage_timer import StageTimer
 from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState, HardCaseReport, ViewResult
 from workcell_segmentation.srv import SwapModel
 
-BACKENDS = ("classical", "sam3", "sam3_small")
+BACKENDS = ("classical", "sam3", "sam3_trt", "sam3_small")
+_CHECKPOINT_BACKENDS = ("sam3", "sam3_trt")  # served from `checkpoint` or `model_registry`
+PRECISIONS = ("fp16", "fp32", "int8", "fp8")
 _CAMERA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HARD_CASE_KINDS = {HardCaseKind.MISPICK: MIS_PICK, HardCaseKind.OPERATOR_REJECT: OPERATOR_REJECT}
 
@@ -93,6 +95,13 @@ class SegmentationNode(LifecycleNode):
             T.PARAMETER_BOOL, "per-view mono16 target label and mono8 forbidden mask images"))
         self.declare_parameter("publish_overlay", False, _descriptor(
             T.PARAMETER_BOOL, "per-view rgb8 overlay for rqt_image_view (costs CPU)"))
+        self.declare_parameter("engine_cache", "~/.cache/workcell_segmentation/engines", _descriptor(
+            T.PARAMETER_STRING, "backend sam3_trt: ONNX exports and TensorRT engines, rebuilt only when "
+                                "model, shapes, precision, GPU or TensorRT change"))
+        self.declare_parameter("precision", "fp16", _descriptor(
+            T.PARAMETER_STRING, f"backend sam3_trt: {', '.join(PRECISIONS)}"))
+        self.declare_parameter("calibration_images", "", _descriptor(
+            T.PARAMETER_STRING, "backend sam3_trt, precision int8: a folder of recorded frames"))
         self.declare_parameter("model_registry", "", _descriptor(
             T.PARAMETER_STRING, "model registry directory (backend sam3): serves its promoted version; "
                                 "swap_model loads others (workcell_registry)"))
@@ -201,11 +210,17 @@ class SegmentationNode(LifecycleNode):
             raise ValueError("backend 'classical' needs commissioning_file (see workcell_commission)")
         self.checkpoint, self.model_registry = value("checkpoint"), value("model_registry")
         self.model_version = value("model_version")
-        if self.model_registry and self.backend_name != "sam3":
-            raise ValueError(f"model_registry serves backend 'sam3' only; backend is '{self.backend_name}'")
-        if self.backend_name == "sam3" and not self.model_registry and not Path(self.checkpoint).expanduser().is_file():
-            raise FileNotFoundError(f"backend 'sam3' needs model_registry or an existing checkpoint file; got "
-                                    f"'{self.checkpoint}' (weights are never downloaded)")
+        if self.model_registry and self.backend_name not in _CHECKPOINT_BACKENDS:
+            raise ValueError(f"model_registry serves backends {', '.join(_CHECKPOINT_BACKENDS)} only; "
+                             f"backend is '{self.backend_name}'")
+        if (self.backend_name in _CHECKPOINT_BACKENDS and not self.model_registry
+                and not Path(self.checkpoint).expanduser().is_file()):
+            raise FileNotFoundError(f"backend '{self.backend_name}' needs model_registry or an existing checkpoint "
+                                    f"file; got '{self.checkpoint}' (weights are never downloaded)")
+        self.engine_cache, self.precision = value("engine_cache"), value("precision")
+        self.calibration_images = value("calibration_images")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'")
         self.flywheel_dir = value("flywheel_dir")
         self.flywheel_policy = FlywheelPolicy(
             PseudoLabelPolicy(min_score=value("flywheel_min_score"), stable_frames=value("flywheel_stable_frames"),
@@ -228,9 +243,12 @@ class SegmentationNode(LifecycleNode):
             if missing:
                 raise ValueError(f"commissioning has no data for {', '.join(missing)}")
             return commissioning.classical_backend(), commissioning.geometry(), commissioning.image_sizes()
-        from segmentation_node.sam3_backend.backend import Sam3Backend
         from segmentation_node.sam3_backend.builder import build_sam3, build_small_sam3
 
+        if self.backend_name == "sam3_trt":  # before loading gigabytes of weights
+            from segmentation_node.sam3_backend.trt_engine import require_tensorrt_and_gpu
+
+            require_tensorrt_and_gpu()
         if self.backend_name == "sam3_small":
             self.get_logger().warning("sam3_small has random weights: for plumbing tests, its masks mean nothing")
             model = build_small_sam3()
@@ -239,12 +257,24 @@ class SegmentationNode(LifecycleNode):
             self._registry_version = entry.version
         else:
             model = build_sam3(Path(self.checkpoint).expanduser())
+        backend = self._sam3_backend(model)
         if not self.commissioning_file:
-            return Sam3Backend(model), {}, {}
+            return backend, {}, {}
         from segmentation_node.perception.commissioning import Commissioning
 
         commissioning = Commissioning.load(Path(self.commissioning_file).expanduser())
-        return Sam3Backend(model), commissioning.geometry(), commissioning.image_sizes()
+        return backend, commissioning.geometry(), commissioning.image_sizes()
+
+    def _sam3_backend(self, model):
+        """The model behind the backend interface: torch, or TensorRT engines (built or reused)."""
+        if self.backend_name == "sam3_trt":
+            from segmentation_node.sam3_backend.trt_backend import build_trt_backend
+
+            return build_trt_backend(model, Path(self.engine_cache).expanduser(), self.precision,
+                                     views=len(self.cameras), calibration_images=self.calibration_images or None)
+        from segmentation_node.sam3_backend.backend import Sam3Backend
+
+        return Sam3Backend(model)
 
     def _setup_io(self) -> None:
         self.health = {c: CameraHealth(c, self.stale_after_s) for c in self.cameras}
@@ -355,10 +385,8 @@ class SegmentationNode(LifecycleNode):
             response.reason = "no earlier model to roll back to since this node started"
             return response
         try:
-            from segmentation_node.sam3_backend.backend import Sam3Backend
-
             entry, model = load_registered_model(ModelRegistry(self.model_registry), target)
-            backend = Sam3Backend(model)
+            backend = self._sam3_backend(model)
         except Exception as error:  # noqa: BLE001 - whatever went wrong, the serving model stays
             response.reason = f"kept {response.previous_version}: {type(error).__name__}: {error}"
             self.get_logger().error(f"swap_model refused: {response.reason}")

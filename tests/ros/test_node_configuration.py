@@ -77,6 +77,9 @@ def test_cpu_profile_configures_and_activates_with_a_commissioning_file(ros, com
     {"cameras": ["not a name"]},
     {"backend": "classical", "commissioning_file": ""},
     {"backend": "sam3", "checkpoint": "/nowhere/sam3.pt"},
+    {"backend": "sam3_trt", "model_registry": "", "checkpoint": ""},
+    {"backend": "classical", "model_registry": "/srv/registry"},
+    {"precision": "fp4"},
 ])
 def test_bad_parameters_refuse_configure_and_the_node_stays_up(ros, overrides):
     node = segmentation([Parameter(name, value=value) for name, value in overrides.items()])
@@ -93,6 +96,21 @@ def test_camera_missing_from_commissioning_refuses_activate(ros, commissioning):
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.FAILURE
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_tensorrt_backend_without_tensorrt_refuses_activate_with_the_reason(ros, tmp_path):
+    checkpoint = tmp_path / "sam3.pt"
+    checkpoint.write_bytes(b"never loaded: the TensorRT check comes first")
+    node = segmentation([Parameter("backend", value="sam3_trt"), Parameter("checkpoint", value=str(checkpoint))])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        with pytest.raises(RuntimeError, match="TensorRT is not installed"):
+            node._build_backend()  # what activate logs when it refuses
+        assert node.trigger_activate() == TransitionCallbackReturn.FAILURE
+        assert node.trigger_activate() == TransitionCallbackReturn.FAILURE  # still up, still refusing
     finally:
         node.destroy_node()
 
