@@ -1,9 +1,9 @@
 """Fault suite: the node stays up, nothing becomes actionable while unsafe, the error is clear.
 
-Covered elsewhere: camera drop and return, stamps going back, wrong encoding and size
+Covered elsewhere: camera drop and return, stamps going back (out of order), wrong encoding and size
 (test_segmentation_node.py); oversized intent text and resume by an operator who is not allowed
 (test_operator_node.py). Here: backend exceptions, a backend slower than the cameras, command and
-intent floods, and kill -9 while the flywheel writes.
+intent floods, a camera whose stamps jump ahead, and kill -9 while the flywheel writes.
 """
 import json
 import signal
@@ -89,6 +89,29 @@ def test_backend_exceptions_fail_safe_and_the_node_recovers(cell, client):
         later = [r for r in client.results if r.sequence > failed[-1].sequence]
         assert later and all(Reason.MODEL_ERROR not in r.reason_codes for r in later)
         assert any(v.instances for v in later[-1].views), "the model serves again after the faults"
+        assert process.poll() is None
+
+
+def test_stamps_jumping_ahead_stop_the_cell_until_they_are_consistent_again(cell, client):
+    """A camera clock that jumps 2 s ahead cannot be synchronized: nothing actionable, the reason
+    says why. Its next true stamps then go back and are refused until they pass the jump."""
+    folder, renders, calm = cell
+    with node_process("segmentation_node.ros.segmentation", *segmentation_args(folder, "-p", "stale_after_s:=0.5"),
+                      log_path=folder / "jump.log") as process:
+        wait_for_cameras(client)
+        stream(client, renders, calm, seconds=1.5, rate_hz=4.0)
+        jumped_at = len(client.results)
+        for index in range(4):
+            send(client.cameras, renders, calm[index % len(calm)], cam_left={"stamp_offset_ns": 2_000_000_000})
+            end = time.monotonic() + 0.25
+            while time.monotonic() < end:
+                rclpy.spin_once(client, timeout_sec=0.02)
+        stream(client, renders, calm, seconds=4.0, rate_hz=4.0)
+        during = client.results[jumped_at:]
+        blocked = [r for r in during if not r.actionable and (Reason.CAMERA_NOT_FRESH in r.reason_codes)]
+        assert blocked and any("cam_left" in " ".join(r.reasons) or "synchronized" in " ".join(r.reasons)
+                               for r in blocked), [r.reasons for r in during]
+        assert Reason.CAMERA_NOT_FRESH not in client.results[-1].reason_codes, client.results[-1].reasons
         assert process.poll() is None
 
 
