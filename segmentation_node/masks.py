@@ -6,14 +6,39 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """(rows, columns) slices of the smallest box holding the mask; None for an empty mask.
+    Work on the box instead of the image: a part is a small share of a 1280x720 view."""
+    columns = np.flatnonzero(mask.any(axis=0))
+    if columns.size == 0:
+        return None
+    rows = np.flatnonzero(mask[:, columns[0]:columns[-1] + 1].any(axis=1))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1)
+
+
 def rle_counts(mask: np.ndarray) -> list[int]:
-    """Uncompressed COCO RLE counts of a 2-D boolean mask: column-major runs, background first."""
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    """Uncompressed COCO RLE counts of a 2-D boolean mask: column-major runs, background first.
+
+    Only the columns the mask touches are scanned: the columns before and after are one
+    background run each, which is most of the image for a part."""
+    mask = np.asarray(mask, dtype=bool)
+    height, width = mask.shape
+    box = bounding_box(mask)
+    if box is None:
+        return [height * width]
+    first, last = box[1].start, box[1].stop
+    flat = mask[:, first:last].ravel(order="F")
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    boundaries = np.concatenate(([0], change, [flat.size]))
-    counts = np.diff(boundaries).tolist()
-    if flat.size and flat[0]:
+    counts = np.diff(np.concatenate(([0], change, [flat.size]))).tolist()
+    if flat[0]:
         counts.insert(0, 0)  # runs always start with background
+    counts[0] += first * height
+    trailing = (width - last) * height
+    if trailing:
+        if flat[-1]:
+            counts.append(trailing)
+        else:
+            counts[-1] += trailing
     return counts
 
 

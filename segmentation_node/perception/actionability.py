@@ -115,15 +115,16 @@ def _blocked_targets(views: dict[str, list[Instance]], ontology: Ontology,
         for instance in items:
             if instance.role is Role.FORBIDDEN:
                 forbidden = instance.mask if forbidden is None else forbidden | instance.mask
+        # The kernel is symmetric: a target within clearance of the forbidden union touches the
+        # union grown by it. One dilation per view instead of one per target.
+        keep_out = None if forbidden is None else cv2.dilate(forbidden.view(np.uint8), kernel).view(bool)
         for instance in items:
             if instance.role is not Role.TARGET:
                 continue
             best_score[instance.track_id] = max(best_score.get(instance.track_id, 0.0), instance.score)
             best_stability[instance.track_id] = max(best_stability.get(instance.track_id, 0.0), instance.stability)
-            if forbidden is not None:
-                grown = cv2.dilate(instance.mask.astype(np.uint8), kernel).astype(bool)
-                if (grown & forbidden).any():
-                    near_forbidden.add(instance.track_id)
+            if keep_out is not None and (instance.mask & keep_out).any():
+                near_forbidden.add(instance.track_id)
     blocked = {}
     labels = {i.track_id: i.label for items in views.values() for i in items}
     for track_id, score in best_score.items():

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
+from segmentation_node.masks import bounding_box
 from segmentation_node.perception.types import Detection
 
 
@@ -92,8 +94,11 @@ class ViewGeometry:
 
 
 def mask_centroid(mask: np.ndarray) -> tuple[float, float]:
-    rows, cols = np.nonzero(mask)
-    return float(cols.mean()) + 0.5, float(rows.mean()) + 0.5
+    """Pixel-centre centroid (x, y) of a non-empty mask: image moments of its bounding box."""
+    rows, columns = bounding_box(mask)
+    moments = cv2.moments(np.ascontiguousarray(mask[rows, columns]).view(np.uint8), binaryImage=True)
+    return (moments["m10"] / moments["m00"] + columns.start + 0.5,
+            moments["m01"] / moments["m00"] + rows.start + 0.5)
 
 
 @dataclass
