@@ -77,9 +77,9 @@ def to_message(record: FrameSetRecord, typestore):
     return types[f"{PACKAGE}/msg/FrameSetResult"](
         header=header(record.stamp_ns, ""), sequence=record.sequence, views=views, actionable=record.actionable,
         confidence=float(record.confidence), reason_codes=np.array([int(c) for c, _ in record.reasons], np.uint8),
-        reasons=[text for _, text in record.reasons], gate_state=0, intent_sequence=0,
+        reasons=[text for _, text in record.reasons], gate_state=0, gate_epoch=0, intent_sequence=0,
         model_version=record.model_version, ontology_version=record.ontology_version, latency_ms=0.0,
-        inference_ms=float(record.inference_ms))
+        source_age_ms=0.0, inference_ms=float(record.inference_ms))
 
 
 def from_message(message) -> FrameSetRecord:

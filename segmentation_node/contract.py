@@ -37,6 +37,7 @@ class CameraStatus(IntEnum):
     STALE = 1
     MISSING = 2
     BAD_INPUT = 3
+    BLIND = 4
 
 
 class Reason(IntEnum):
@@ -51,6 +52,9 @@ class Reason(IntEnum):
     AUTO_PAUSE_CLASS = 7
     MODEL_ERROR = 8
     NO_INTENT = 9
+    GATE_LOST = 10
+    DECISION_STALE = 11
+    CAMERA_BLIND = 12
 
 
 class GateState(IntEnum):
