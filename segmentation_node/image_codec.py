@@ -20,26 +20,47 @@ class ImageError(ValueError):
     """The image cannot be used; the message says why in terms of the message fields."""
 
 
+def check_format(message, expected_hw: tuple[int, int] | None = None) -> str | None:
+    """Why the image cannot be used, or None: the rules of view() plus the commissioned size
+    (rows, columns) when given. Reads the message fields only, never the pixels: cheap enough
+    for a subscription callback at any resolution."""
+    try:
+        _layout(message, expected_hw)
+    except ImageError as error:
+        return str(error)
+    return None
+
+
 def view(message) -> np.ndarray:
     """H x W (x C) view of the message data, no copy; validates encoding, step and length."""
+    channels, dtype, row_bytes = _layout(message)
+    height, width, step = int(message.height), int(message.width), int(message.step)
+    data = np.frombuffer(message.data, dtype=np.uint8)
+    rows = data[:step * height].reshape(height, step)[:, :row_bytes]
+    pixels = rows.view(dtype).reshape(height, width, channels)
+    return pixels[..., 0] if channels == 1 else pixels
+
+
+def _layout(message, expected_hw: tuple[int, int] | None = None) -> tuple[int, type, int]:
+    """(channels, dtype, bytes of pixels per row) of a usable image; ImageError says why not."""
     encoding = message.encoding.lower()
     if encoding not in _ENCODINGS:
         raise ImageError(f"unsupported encoding '{message.encoding}'; supported: {', '.join(SUPPORTED_ENCODINGS)}")
-    if message.is_bigendian and np.dtype(_ENCODINGS[encoding][1]).itemsize > 1:
-        raise ImageError("big-endian images are not supported")
     channels, dtype, _ = _ENCODINGS[encoding]
+    if message.is_bigendian and np.dtype(dtype).itemsize > 1:
+        raise ImageError("big-endian images are not supported")
     height, width, step = int(message.height), int(message.width), int(message.step)
     row_bytes = width * channels * np.dtype(dtype).itemsize
     if height == 0 or width == 0:
         raise ImageError(f"empty image {width}x{height}")
+    if expected_hw is not None and (height, width) != tuple(expected_hw):
+        raise ImageError(f"image is {width}x{height}, this camera is commissioned at {expected_hw[1]}x{expected_hw[0]}")
     if step < row_bytes:
         raise ImageError(f"step {step} is smaller than a row of {width} {encoding} pixels ({row_bytes} bytes)")
-    data = np.frombuffer(message.data, dtype=np.uint8)
-    if data.size < step * height:
-        raise ImageError(f"data has {data.size} bytes, {width}x{height} {encoding} with step {step} needs {step * height}")
-    rows = data[:step * height].reshape(height, step)[:, :row_bytes]
-    pixels = rows.view(dtype).reshape(height, width, channels)
-    return pixels[..., 0] if channels == 1 else pixels
+    if len(message.data) < step * height:
+        raise ImageError(f"data has {len(message.data)} bytes, {width}x{height} {encoding} with step {step} "
+                         f"needs {step * height}")
+    return channels, dtype, row_bytes
 
 
 def to_rgb(message) -> np.ndarray:

@@ -1,12 +1,11 @@
-"""Input handling without ROS: approximate-time sync, camera health, image views."""
+"""Input handling without ROS: approximate-time sync, image views and format checks
+(camera health: tests/test_camera_health.py)."""
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from segmentation_node.camera_health import CameraHealth
-from segmentation_node.contract import CameraStatus
-from segmentation_node.image_codec import SUPPORTED_ENCODINGS, ImageError, fields_of, to_rgb, view
+from segmentation_node.image_codec import SUPPORTED_ENCODINGS, ImageError, check_format, fields_of, to_rgb, view
 from segmentation_node.sync import ApproximateSync
 
 MS = 1_000_000
@@ -84,23 +83,6 @@ def test_bad_sync_settings_are_rejected():
         ApproximateSync(2, queue_size=0, slop_s=0.01, callback=print)
 
 
-# --- camera health ---------------------------------------------------------------------------------
-def test_camera_health_rate_staleness_and_stamp_order():
-    health = CameraHealth("cam_left", stale_after_s=0.5)
-    assert health.status(0.0) == (CameraStatus.MISSING, "no image received yet")
-    for i in range(11):
-        assert health.accept((1000 + 100 * i) * MS, 10.0 + 0.1 * i) is None
-    assert health.rate_hz(11.0) == pytest.approx(10.0)
-    assert health.status(11.1)[0] is CameraStatus.OK
-    status, detail = health.status(12.0)
-    assert status is CameraStatus.STALE and "no image for 1.0 s" in detail
-    problem = health.accept(1500 * MS, 12.1)
-    assert "stamp went back" in problem
-    assert health.status(12.1)[0] is CameraStatus.BAD_INPUT
-    assert health.accept(2100 * MS, 12.2) is None
-    assert health.status(12.2)[0] is CameraStatus.OK
-
-
 # --- image views -----------------------------------------------------------------------------------
 def image_message(array, encoding, step_padding=0):
     height, width = array.shape[:2]
@@ -140,8 +122,42 @@ def test_bad_images_are_clear_errors(change, message):
     bad = image_message(RGB, "rgb8")
     for key, value in change.items():
         setattr(bad, key, value)
-    with pytest.raises(ImageError, match=message):
+    with pytest.raises(ImageError, match=message) as raised:
         view(bad)
+    assert check_format(bad, None) == str(raised.value)  # one set of rules for both
+
+
+class LengthOnly:
+    """Message data that can be measured but not read: check_format must not touch pixels."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def __len__(self):
+        return self.size
+
+
+HD = SimpleNamespace(height=720, width=1280, encoding="bgr8", is_bigendian=0, step=1280 * 3,
+                     data=LengthOnly(1280 * 720 * 3))
+
+
+def test_format_check_passes_good_images_without_reading_pixels():
+    assert check_format(HD, (720, 1280)) is None
+    assert check_format(HD, None) is None
+    assert check_format(image_message(RGB[..., 0].copy(), "mono8", step_padding=3), (4, 5)) is None
+
+
+@pytest.mark.parametrize("change, expected", [
+    (dict(encoding="yuv422"), "unsupported encoding 'yuv422'; supported: rgb8, bgr8, rgba8, bgra8, mono8"),
+    (dict(encoding="16UC1"), "unsupported encoding '16UC1'"),
+    (dict(width=640, height=480, step=640 * 3), "image is 640x480, this camera is commissioned at 1280x720"),
+    (dict(step=1000), "step 1000 is smaller than a row of 1280 bgr8 pixels (3840 bytes)"),
+    (dict(data=LengthOnly(100)), "data has 100 bytes, 1280x720 bgr8 with step 3840 needs 2764800"),
+    (dict(height=0), "empty image 1280x0"),
+])
+def test_format_check_finds_what_conversion_would(change, expected):
+    bad = SimpleNamespace(**(vars(HD) | change))
+    assert check_format(bad, (720, 1280)).startswith(expected)
 
 
 def test_label_and_mask_arrays_encode_as_image_fields():
