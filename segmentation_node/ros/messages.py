@@ -38,10 +38,11 @@ def nanoseconds(stamp: Time) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-def gate_message(status: GateStatus) -> GateState:
+def gate_message(status: GateStatus, heartbeat_period_s: float) -> GateState:
     return GateState(header=Header(stamp=stamp_of(status.stamp_ns)), state=int(status.state),
                      previous_state=int(status.previous_state), transition_count=status.transition_count,
-                     operator_id=status.operator_id, reason=status.reason, active_faults=list(status.active_faults))
+                     operator_id=status.operator_id, reason=status.reason, active_faults=list(status.active_faults),
+                     heartbeat_period_s=float(heartbeat_period_s))
 
 
 def active_intent_message(intent: ResolvedIntent, sequence: int, operator_id: str, stamp_ns: int) -> ActiveIntent:
