@@ -7,7 +7,8 @@
 `record` runs a recording's camera images through the ROS-free pipeline (the offline mode: no
 DDS, same code as the node) and writes the frame-set results to a bag. `live` replays the
 recording to the running segmentation node over DDS at the recorded pace times `--rate` and
-records the node's results (segmentation_node/ros/replay.py). `compare` checks two
+records the node's results (segmentation_node/ros/replay.py; start that node with
+`gate_node:=regression_replay`: the replay stands in for the gate). `compare` checks two
 result bags frame set by frame set: the same decisions (actionable, reason codes), a consistent
 one-to-one track id mapping, and mask IoU of every matched instance at least `min_iou`. It reads
 any bag with FrameSetResult messages, so results recorded from a live node with
@@ -26,7 +27,8 @@ from typing import Iterator
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from segmentation_node.bag_records import FrameSetRecord, InstanceRecord, ViewRecord, from_message, to_message
-from segmentation_node.contract import PACKAGE, GateState
+from segmentation_node.contract import PACKAGE
+from segmentation_node.perception.actionability import Conditions
 from segmentation_node.image_codec import to_rgb
 from segmentation_node.perception.commissioning import Commissioning
 from segmentation_node.perception.intent import resolve_intent
@@ -56,14 +58,13 @@ def camera_frame_sets(bag: Path, cameras: list[str]) -> Iterator[tuple[int, list
                 yield stamp, [frames[c] for c in cameras]
 
 
-def run_offline(bag: Path, commissioning: Commissioning, intent_text: str,
-                gate: GateState = GateState.RUNNING) -> list[FrameSetRecord]:
+def run_offline(bag: Path, commissioning: Commissioning, intent_text: str) -> list[FrameSetRecord]:
     ontology = load_ontology()
     pipeline = PerceptionPipeline(commissioning.classical_backend(), ontology, commissioning.geometry())
     pipeline.set_intent(resolve_intent(intent_text, ontology))
     records = []
     for sequence, (stamp, frames) in enumerate(camera_frame_sets(bag, list(commissioning.cameras)), start=1):
-        outcome = pipeline.process(frames, gate)
+        outcome = pipeline.process(frames, Conditions.offline())
         views = tuple(ViewRecord(
             f.camera, f.frame_id, f.stamp_ns, f.image.shape[0], f.image.shape[1],
             tuple(InstanceRecord(i.track_id, i.label, i.role, i.score, i.mask, i.attributes, i.source, i.stability,
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     record.add_argument("--commissioning", type=Path, required=True)
     record.add_argument("--intent", default="pick everything")
     record.add_argument("--out", type=Path, required=True)
-    live = commands.add_parser("live", help="replay a recording to the running node, record its results")
+    live = commands.add_parser("live", help="replay a recording to the running node (started with "
+                                           "gate_node:=regression_replay), record its results")
     live.add_argument("--bag", type=Path, required=True, help="recording with <camera>/image_raw topics")
     live.add_argument("--cameras", required=True, help="comma-separated camera names, as the node has them")
     live.add_argument("--intent", default="pick everything")

@@ -23,7 +23,8 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from segmentation_node.contract import GateState, Role
+from segmentation_node.contract import Role
+from segmentation_node.perception.actionability import Conditions
 from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.ontology import Ontology, load_ontology
 from segmentation_node.perception.pipeline import PerceptionPipeline
@@ -161,7 +162,7 @@ def _prompt_case(backend, clip: Clip, ontology: Ontology, text: str, frames: int
     for frame in clip.frames[:frames]:
         renders = render_frame_set(clip, frame.index)
         outcome = pipeline.process([CameraFrame(r.camera.name, r.stamp_ns, r.image, r.camera.frame_id)
-                                    for r in renders], GateState.RUNNING)
+                                    for r in renders], Conditions.offline())
         for render in renders:
             wanted = np.zeros(render.instance_map.shape, bool)
             for truth in render.instances:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from segmentation_node.contract import GateState, Reason, Role
+from segmentation_node.perception.actionability import Conditions
 from segmentation_node.perception.classical import BackgroundModel, ColorClassifier
 from segmentation_node.synthetic.evaluation import classical_pipeline, evaluate_clip
 from segmentation_node.perception.intent import resolve_intent
@@ -48,11 +49,11 @@ def frames_of(renders):
 def test_intent_change_changes_targets_on_the_next_frame_set(classifier):
     clip = generate_clip(replace(CELL, hand=False, frames=3))
     pipeline = classical_pipeline(clip, "pick part_a", classifier=classifier)
-    pipeline.process(frames_of(render_frame_set(clip, 0)), GateState.RUNNING)  # tracks start
-    first = pipeline.process(frames_of(render_frame_set(clip, 1)), GateState.RUNNING)
+    pipeline.process(frames_of(render_frame_set(clip, 0)), Conditions.offline())  # tracks start
+    first = pipeline.process(frames_of(render_frame_set(clip, 1)), Conditions.offline())
     assert {i.label for v in first.views.values() for i in v if i.role is Role.TARGET} == {"part_a"}
     pipeline.set_intent(resolve_intent("pick part_b", pipeline.ontology))
-    second = pipeline.process(frames_of(render_frame_set(clip, 2)), GateState.RUNNING)
+    second = pipeline.process(frames_of(render_frame_set(clip, 2)), Conditions.offline())
     assert second.keyframe
     assert {i.label for v in second.views.values() for i in v if i.role is Role.TARGET} == {"part_b"}
     assert all(i.role is Role.IGNORE for v in second.views.values() for i in v if i.label == "part_a")
@@ -63,11 +64,11 @@ def test_backend_failure_fails_safe_and_recovers(classifier):
     pipeline = classical_pipeline(clip, classifier=classifier)
     renders = render_frame_set(clip, 0)
     unknown = [CameraFrame("cam_nobody_commissioned", r.stamp_ns, r.image) for r in renders]
-    failed = pipeline.process(unknown, GateState.RUNNING)
+    failed = pipeline.process(unknown, Conditions.offline())
     assert not failed.verdict.actionable
     assert Reason.MODEL_ERROR in [code for code, _ in failed.verdict.reasons]
     assert "cam_nobody_commissioned" in dict(failed.verdict.reasons)[Reason.MODEL_ERROR]
-    recovered = pipeline.process(frames_of(render_frame_set(clip, 1)), GateState.RUNNING)
+    recovered = pipeline.process(frames_of(render_frame_set(clip, 1)), Conditions.offline())
     assert Reason.MODEL_ERROR not in [code for code, _ in recovered.verdict.reasons]
     assert any(i.label == "part_a" for v in recovered.views.values() for i in v)
 
@@ -76,10 +77,10 @@ def test_hand_makes_the_frame_set_not_actionable(classifier):
     clip = generate_clip(CELL)
     hand_frame = next(f.index for f in clip.frames if any(o.label == "hand" for o in f.objects))
     pipeline = classical_pipeline(clip, classifier=classifier)
-    pipeline.process(frames_of(render_frame_set(clip, 0)), GateState.RUNNING)
-    calm = pipeline.process(frames_of(render_frame_set(clip, 1)), GateState.RUNNING)
+    pipeline.process(frames_of(render_frame_set(clip, 0)), Conditions.offline())
+    calm = pipeline.process(frames_of(render_frame_set(clip, 1)), Conditions.offline())
     assert calm.verdict.actionable, calm.verdict.reasons
-    busy = pipeline.process(frames_of(render_frame_set(clip, hand_frame + 1)), GateState.RUNNING)
+    busy = pipeline.process(frames_of(render_frame_set(clip, hand_frame + 1)), Conditions.offline())
     assert not busy.verdict.actionable
     assert "hand" in busy.verdict.auto_pause_labels
 

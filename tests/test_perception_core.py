@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from segmentation_node.contract import GateState, Reason, Role, Source
-from segmentation_node.perception.actionability import Instance, decide
+from segmentation_node.perception.actionability import Conditions, Instance, decide
 from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.metrics import (
     CocoMaskAP, TemporalStability, boundary_f_score, match_by_iou, pixel_recall)
@@ -105,7 +105,7 @@ def test_actionable_when_everything_holds(ontology):
     intent = resolve_intent("pick everything", ontology)
     views = {"cam_top": [instance(1, "part_a", Role.TARGET, disc((20, 20))),
                          instance(2, "tool", Role.FORBIDDEN, disc((50, 85), 5))]}
-    verdict = decide(views, {}, GateState.RUNNING, ontology, intent)
+    verdict = decide(views, Conditions(GateState.RUNNING), ontology, intent)
     assert verdict.actionable and verdict.reasons == () and verdict.confidence == pytest.approx(0.9)
 
 
@@ -131,8 +131,9 @@ def test_each_unsafe_condition_blocks_with_its_reason(ontology, case, reason):
         views["cam_left"] = [instance(1, "part_a", Role.TARGET, disc((20, 20)), camera="cam_left"),
                              instance(0, "unknown_object", Role.FORBIDDEN, disc((20, 31), 4),
                                       source=Source.INTRUSION, camera="cam_left")]
-    verdict = decide(views, {"cam_right": "no image for 1.2 s"} if case == "stale camera" else {},
-                     GateState.PAUSED if case == "paused" else GateState.RUNNING, ontology, intent,
+    conditions = Conditions(GateState.PAUSED if case == "paused" else GateState.RUNNING,
+                            camera_problems={"cam_right": "no image for 1.2 s"} if case == "stale camera" else {})
+    verdict = decide(views, conditions, ontology, intent,
                      model_error="RuntimeError: boom" if case == "model error" else None)
     assert not verdict.actionable
     assert reason in [code for code, _ in verdict.reasons]
@@ -148,7 +149,7 @@ def test_blocked_target_is_demoted_but_others_stay_pickable(ontology):
     near = instance(1, "part_a", Role.TARGET, disc((20, 20)))
     free = instance(2, "part_b", Role.TARGET, disc((20, 70)))
     tool = instance(3, "tool", Role.FORBIDDEN, disc((20, 33), 4))
-    verdict = decide({"cam_top": [near, free, tool]}, {}, GateState.RUNNING, ontology, intent)
+    verdict = decide({"cam_top": [near, free, tool]}, Conditions(GateState.RUNNING), ontology, intent)
     assert verdict.actionable
     assert near.role is Role.IGNORE and free.role is Role.TARGET
     assert verdict.blocked_targets == {1: Reason.FORBIDDEN_NEAR_TARGET}
@@ -173,7 +174,7 @@ def test_pipeline_merges_one_object_found_by_two_prompts(ontology):
 
     pipeline = PerceptionPipeline(TwoPromptsOneDisc(), ontology, geometry={})
     pipeline.set_intent(resolve_intent("defective items only", ontology))
-    outcome = pipeline.process([CameraFrame("cam_top", 0, np.zeros((64, 96, 3), np.uint8))], GateState.RUNNING)
+    outcome = pipeline.process([CameraFrame("cam_top", 0, np.zeros((64, 96, 3), np.uint8))], Conditions.offline())
     (merged,) = outcome.views["cam_top"]
     assert merged.score == 0.9 and merged.attributes == ("defective",)
     # A target under "defective items only", held back only because its track is one frame old.

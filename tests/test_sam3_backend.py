@@ -184,7 +184,7 @@ def test_full_size_architecture_one_frame(clip):
 def test_sam3_backend_runs_inside_the_perception_pipeline(model):
     """The real SAM3 code path behind the same pipeline the node runs: ontology prompts in,
     tracked per-view instances with roles and a verdict out (random weights: no accuracy)."""
-    from segmentation_node.contract import GateState
+    from segmentation_node.perception.actionability import Conditions
     from segmentation_node.perception.intent import resolve_intent
     from segmentation_node.perception.ontology import load_ontology
     from segmentation_node.perception.pipeline import KeyframeScheduler, PerceptionPipeline
@@ -200,7 +200,7 @@ def test_sam3_backend_runs_inside_the_perception_pipeline(model):
     for index in range(3):
         views = [CameraFrame(c.name, clip.frames[index].stamp_ns, r.image)
                  for c, r in zip(clip.cameras, render_frame_set(clip, index))]
-        outcome = pipeline.process(views, GateState.RUNNING)
+        outcome = pipeline.process(views, Conditions.offline())
         keyframes.append(outcome.keyframe)
         assert set(outcome.views) == {c.name for c in clip.cameras}
         labels = {i.label for instances in outcome.views.values() for i in instances}

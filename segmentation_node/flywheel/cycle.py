@@ -35,6 +35,7 @@ from segmentation_node.flywheel.audit import create_audit, record_decisions
 from segmentation_node.flywheel.logger import FlywheelLogger, FlywheelPolicy
 from segmentation_node.flywheel.pseudo_labels import PseudoLabelPolicy
 from segmentation_node.flywheel.shards import list_shards
+from segmentation_node.perception.actionability import Conditions
 from segmentation_node.perception.types import CameraFrame
 from segmentation_node.registry import ModelRegistry
 from segmentation_node.release_gate import GateThresholds, run_gate
@@ -74,7 +75,7 @@ def log_synthetic_run(root: Path) -> list[Path]:
     for frame in clip.frames:
         renders = render_frame_set(clip, frame.index)
         frames = [CameraFrame(r.camera.name, r.stamp_ns, r.image, r.camera.frame_id) for r in renders]
-        flywheel.observe(frame.index, frames, pipeline.process(frames, GateState.RUNNING), GateState.RUNNING,
+        flywheel.observe(frame.index, frames, pipeline.process(frames, Conditions.offline()), GateState.RUNNING,
                          {"model_version": pipeline.backend.model_version})
     flywheel.close()
     return [shard.path for shard in list_shards(root)]

@@ -1,14 +1,18 @@
 """Roles and the one verdict the grasp planner obeys.
 
-A frame set is actionable only if the gate is RUNNING, every camera is fresh, the backend did
-not fail, an intent is in force, no auto-pause class is in view, and at least one target passes
-its score and stability thresholds with no forbidden or intrusion region touching it (dilated)
-in any view. Targets that fail a check are demoted to IGNORE, so in an actionable result every
-ROLE_TARGET instance is safe to pick.
+A frame set is actionable only if the gate is RUNNING (trusted and heard recently), every camera
+is fresh and can see, the backend did not fail, an intent is in force, no auto-pause class is in
+view, and at least one target passes its score and stability thresholds with no forbidden or
+intrusion region touching it (dilated) in any view. Targets that fail a check are demoted to
+IGNORE, so in an actionable result every ROLE_TARGET instance is safe to pick.
+
+The verdict is decided when processing starts and checked again when it is published
+(`recheck`): a PAUSE, a new gate epoch, an intent change or a camera going bad in between makes
+it not actionable.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -52,6 +56,40 @@ class ActionabilityConfig:
 
 
 @dataclass(frozen=True)
+class Conditions:
+    """What a verdict depends on besides the images: taken when deciding and again at publish."""
+
+    gate: GateState
+    gate_epoch: int = 0                 # GateState.transition_count the gate was in
+    gate_problem: str = ""              # why the gate cannot be trusted (lost, forged), "" if it can
+    intent_sequence: int = 0
+    camera_problems: dict[str, str] = field(default_factory=dict)  # not fresh, missing or bad input
+    blind_cameras: dict[str, str] = field(default_factory=dict)    # images arrive but cannot see
+
+    @classmethod
+    def offline(cls) -> "Conditions":
+        """Recordings and evaluation: no gate, judged as if it were RUNNING."""
+        return cls(GateState.RUNNING)
+
+
+def condition_reasons(conditions: Conditions) -> list[tuple[Reason, str]]:
+    reasons = []
+    if conditions.gate_problem:
+        reasons.append((Reason.GATE_LOST, f"safety gate lost: {conditions.gate_problem}"))
+    elif conditions.gate is not GateState.RUNNING:
+        reasons.append((Reason.GATE_NOT_RUNNING, f"safety gate is {conditions.gate.name}"))
+    if conditions.camera_problems:
+        reasons.append((Reason.CAMERA_NOT_FRESH, _per_camera(conditions.camera_problems)))
+    if conditions.blind_cameras:
+        reasons.append((Reason.CAMERA_BLIND, _per_camera(conditions.blind_cameras)))
+    return reasons
+
+
+def _per_camera(problems: dict[str, str]) -> str:
+    return "; ".join(f"{camera}: {problem}" for camera, problem in sorted(problems.items()))
+
+
+@dataclass(frozen=True)
 class Verdict:
     actionable: bool
     confidence: float
@@ -60,15 +98,11 @@ class Verdict:
     blocked_targets: dict[int, Reason] = field(default_factory=dict)  # global id -> why demoted
 
 
-def decide(views: dict[str, list[Instance]], camera_problems: dict[str, str], gate: GateState,
-           ontology: Ontology, intent: ResolvedIntent | None, config: ActionabilityConfig = ActionabilityConfig(),
+def decide(views: dict[str, list[Instance]], conditions: Conditions, ontology: Ontology,
+           intent: ResolvedIntent | None, config: ActionabilityConfig = ActionabilityConfig(),
            model_error: str | None = None) -> Verdict:
     """Judge one frame set; demotes blocked targets to IGNORE in place."""
-    reasons: list[tuple[Reason, str]] = []
-    if gate is not GateState.RUNNING:
-        reasons.append((Reason.GATE_NOT_RUNNING, f"safety gate is {gate.name}"))
-    if camera_problems:
-        reasons.append((Reason.CAMERA_NOT_FRESH, "; ".join(f"{c}: {p}" for c, p in sorted(camera_problems.items()))))
+    reasons = condition_reasons(conditions)
     if model_error:
         reasons.append((Reason.MODEL_ERROR, f"segmentation failed: {model_error}"))
     if intent is None:
@@ -95,6 +129,21 @@ def decide(views: dict[str, list[Instance]], camera_problems: dict[str, str], ga
     scores = [i.score for i in instances if i.track_id in pickable]
     confidence = float(np.mean(scores)) if scores else 0.0
     return Verdict(not reasons, confidence, tuple(reasons), tuple(auto_pause), blocked)
+
+
+def recheck(verdict: Verdict, decided: Conditions, now: Conditions) -> Verdict:
+    """The verdict as it may be published now: an actionable one stays so only if the conditions
+    still allow it and nothing it was decided under (gate epoch, intent) has changed since."""
+    if not verdict.actionable:
+        return verdict
+    reasons = condition_reasons(now)
+    if now.gate_epoch != decided.gate_epoch:
+        reasons.append((Reason.DECISION_STALE, f"gate epoch changed from {decided.gate_epoch} to {now.gate_epoch} "
+                                               "while this frame set was processed"))
+    if now.intent_sequence != decided.intent_sequence:
+        reasons.append((Reason.DECISION_STALE, f"intent changed from #{decided.intent_sequence} to "
+                                               f"#{now.intent_sequence} while this frame set was processed"))
+    return replace(verdict, actionable=False, reasons=tuple(reasons)) if reasons else verdict
 
 
 _BLOCK_TEXT = {

@@ -9,8 +9,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from segmentation_node.contract import GateState, Role, Source
-from segmentation_node.perception.actionability import ActionabilityConfig, Instance, Verdict, assign_role, decide
+from segmentation_node.contract import Role, Source
+from segmentation_node.perception.actionability import (
+    ActionabilityConfig, Conditions, Instance, Verdict, assign_role, decide)
 from segmentation_node.perception.intent import ResolvedIntent, forbidden_prompts
 from segmentation_node.perception.ontology import Ontology
 from segmentation_node.perception.tracking import CrossViewIdentity, ViewGeometry, ViewTracker, mask_iou
@@ -64,9 +65,7 @@ class PerceptionPipeline:
         self.intent = intent
         self._keyframe_due = True
 
-    def process(self, views: Sequence[CameraFrame], gate: GateState,
-                camera_problems: dict[str, str] | None = None) -> FrameSetOutcome:
-        camera_problems = dict(camera_problems or {})
+    def process(self, views: Sequence[CameraFrame], conditions: Conditions) -> FrameSetOutcome:
         keyframe = self.scheduler.next(self._keyframe_due or self._tracks_lost)
         self._keyframe_due = False
         prompts = self.intent.prompts if self.intent else forbidden_prompts(self.ontology)
@@ -81,7 +80,7 @@ class PerceptionPipeline:
         inference_ms = (time.perf_counter() - started) * 1000.0
         instances = {view.camera: self._track(view.camera, self._keep(found)) for view, found in zip(views, detections)}
         self._tracks_lost = any(track.age > 0 for tracker in self._trackers.values() for track in tracker.tracks)
-        verdict = decide(instances, camera_problems, gate, self.ontology, self.intent, self.actionability, model_error)
+        verdict = decide(instances, conditions, self.ontology, self.intent, self.actionability, model_error)
         return FrameSetOutcome(instances, verdict, inference_ms, keyframe)
 
     def swap_backend(self, backend: SegmentationBackend) -> SegmentationBackend:

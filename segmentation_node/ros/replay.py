@@ -2,9 +2,10 @@
 segmentation node over DDS at the recorded pace (times a rate factor, like `ros2 bag play
 --rate`), and the node's FrameSetResult for every replayed frame set is recorded to a bag.
 
-The replayer stands in for the operator during a regression run: it publishes a latched gate
-state RUNNING and the given intent (the same conditions every run), so the decisions compare.
-Do not run it next to a real operator_intent node. Results the node publishes for anything else
+The replayer stands in for the operator during a regression run: it publishes a gate state
+RUNNING (latched, with heartbeats) and the given intent (the same conditions every run), so the
+decisions compare. Start the node under test with `gate_node:=/<namespace>/regression_replay`
+so it trusts this gate, and not next to a real operator_intent node. Results the node publishes for anything else
 (watchdog reports stamped "now") are not recorded: a run is keyed by the recording's stamps.
 """
 from __future__ import annotations
@@ -22,12 +23,12 @@ from std_msgs.msg import Header
 
 from segmentation_node.bag_records import FrameSetRecord, from_message
 from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE
-from segmentation_node.contract import GateState as State
 from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.ontology import load_ontology
 from segmentation_node.ros.messages import endpoint_qos, nanoseconds
+from segmentation_node.ros.stand_in_gate import publish_stand_in_gate
 from segmentation_node.synthetic.export import ros2_typestore
-from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState
+from workcell_segmentation.msg import ActiveIntent, FrameSetResult
 
 REPLAY_OPERATOR = "regression_replay"
 
@@ -71,9 +72,7 @@ class BagReplayer(Node):
         self.create_subscription(FrameSetResult, "frame_set", self._on_result,
                                  endpoint_qos(SEGMENTATION_NODE, "frame_set"))
         now = self.get_clock().now().to_msg()
-        gate = self.create_publisher(GateState, "gate_state", endpoint_qos(OPERATOR_NODE, "gate_state"))
-        gate.publish(GateState(header=Header(stamp=now), state=int(State.RUNNING), operator_id=REPLAY_OPERATOR,
-                               reason="regression replay"))
+        gate = publish_stand_in_gate(self, REPLAY_OPERATOR, "regression replay")
         intent = self.create_publisher(ActiveIntent, "active_intent", endpoint_qos(OPERATOR_NODE, "active_intent"))
         intent.publish(ActiveIntent(header=Header(stamp=now), sequence=1, operator_id=REPLAY_OPERATOR,
                                     text=intent_text, ontology_version=ontology.version))

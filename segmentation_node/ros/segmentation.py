@@ -16,32 +16,38 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from segmentation_node import contract
 from segmentation_node.camera_health import CameraHealth
-from segmentation_node.contract import SEGMENTATION_NODE, CameraStatus, HardCaseKind, Role
+from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE, CameraStatus, HardCaseKind, Role
 from segmentation_node.flywheel.hard_cases import MIS_PICK, OPERATOR_REJECT, HardCasePolicy
 from segmentation_node.flywheel.logger import FlywheelLogger, FlywheelPolicy
 from segmentation_node.flywheel.pseudo_labels import PseudoLabelPolicy
-from segmentation_node.image_codec import ImageError
+from segmentation_node.gate import printable
+from segmentation_node.gate_monitor import GateMonitor
+from segmentation_node.image_codec import ImageError, check_format
 from segmentation_node.overlay import OverlayItem, draw_overlay
-from segmentation_node.perception.actionability import ActionabilityConfig, decide
+from segmentation_node.perception.actionability import ActionabilityConfig, Conditions, Verdict, decide
 from segmentation_node.perception.intent import IntentError, resolve_intent
 from segmentation_node.perception.ontology import OntologyError, load_ontology
 from segmentation_node.perception.pipeline import FrameSetOutcome, KeyframeScheduler, PerceptionPipeline
 from segmentation_node.perception.types import CameraFrame
+from segmentation_node.perception.view_quality import ViewQualityCheck
 from segmentation_node.registry import ModelRegistry, load_registered_model
+from segmentation_node.result_publisher import ResultPublisher
+from segmentation_node.ros.contained import contained
 from segmentation_node.ros.image_conversion import make_converter
+from segmentation_node.ros.message_info import Arrived, received_ns, subscribe_with_info
 from segmentation_node.ros.messages import endpoint_qos, image_message, instance_message, nanoseconds, stamp_of
 from segmentation_node.ros.runner import run_node
 from segmentation_node.ros.synchronizer import make_synchronizer
@@ -53,6 +59,7 @@ BACKENDS = ("classical", "sam3", "sam3_trt", "sam3_small")
 _CHECKPOINT_BACKENDS = ("sam3", "sam3_trt")  # served from `checkpoint` or `model_registry`
 PRECISIONS = ("fp16", "fp32", "int8", "fp8")
 _CAMERA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NODE_NAME = re.compile(r"^/?([A-Za-z_][A-Za-z0-9_]*/)*[A-Za-z_][A-Za-z0-9_]*$")
 _HARD_CASE_KINDS = {HardCaseKind.MISPICK: MIS_PICK, HardCaseKind.OPERATOR_REJECT: OPERATOR_REJECT}
 
 
@@ -122,9 +129,21 @@ class SegmentationNode(LifecycleNode):
             T.PARAMETER_INTEGER, "hard cases: frame sets kept before and after the event", integers=(0, 100)))
         self.declare_parameter("flywheel_frame_sets_per_shard", 50, _descriptor(
             T.PARAMETER_INTEGER, "pseudo-label frame sets per shard", integers=(1, 100000)))
+        self.declare_parameter("gate_node", OPERATOR_NODE, _descriptor(
+            T.PARAMETER_STRING, "the node whose gate_state is trusted (relative: in this node's namespace); "
+                                "gate_state from any other node makes nothing actionable", read_only=True))
+        self.declare_parameter("gate_timeout_s", 2.0, _descriptor(
+            T.PARAMETER_DOUBLE, "a gate not heard from for longer is lost: nothing is actionable (the gate "
+                                "republishes every heartbeat_period_s)", floats=(0.1, 60.0)))
+        self.declare_parameter("good_images_to_recover", 3, _descriptor(
+            T.PARAMETER_INTEGER, "a camera that sent a bad image (or showed a blind view) stays so until this "
+                                 "many good ones in a row", integers=(1, 1000)))
+        self.declare_parameter("max_future_stamp_s", 1.0, _descriptor(
+            T.PARAMETER_DOUBLE, "images stamped further ahead of this node's clock are bad input",
+            floats=(0.0, 3600.0)))
         self.declare_parameter("autostart", True, _descriptor(
             T.PARAMETER_BOOL, "configure and activate at start-up without a lifecycle manager", read_only=True))
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the worker queue and the pending intent
         self._queue: deque = deque()
         self._wake = threading.Condition(self._lock)
         self._worker: threading.Thread | None = None
@@ -152,20 +171,27 @@ class SegmentationNode(LifecycleNode):
             self.get_logger().error(f"configure refused: {error}")
             return TransitionCallbackReturn.FAILURE
         self._setup_io()
-        self.get_logger().info(f"configured: cameras {', '.join(self.cameras)}, backend {self.backend_name}")
+        self.get_logger().info(f"configured: cameras {', '.join(self.cameras)}, backend {self.backend_name}, "
+                               f"gate {self.gate_node}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         try:
-            backend, geometry, self._image_sizes = self._build_backend()
+            backend, commissioning = self._build_backend()
+            self._view_checks = {camera: ViewQualityCheck(commissioning.cameras[camera].background.median
+                                                          if commissioning else None) for camera in self.cameras}
         except Exception as error:  # noqa: BLE001 - a model that cannot load must not take the node down
             self.get_logger().error(f"activate refused: backend '{self.backend_name}' failed to load: {error}")
             return TransitionCallbackReturn.FAILURE
+        geometry = commissioning.geometry() if commissioning else {}
+        self._image_sizes = commissioning.image_sizes() if commissioning else {}
         self._pipeline = PerceptionPipeline(backend, self.ontology, geometry,
                                             ActionabilityConfig(clearance_px=self.clearance_px),
                                             KeyframeScheduler(self.keyframe_interval))
-        if self._pending_intent is not None:
-            self._pipeline.set_intent(self._pending_intent)
+        with self._lock:
+            if self._pending_intent is not None:
+                self._pipeline.set_intent(self._pending_intent)
+                self._applied_intent = self._intent_sequence
         if self.flywheel_dir:
             self._flywheel = FlywheelLogger(
                 Path(self.flywheel_dir).expanduser(), self.ontology, run=f"{self.get_fully_qualified_name()}",
@@ -232,17 +258,28 @@ class SegmentationNode(LifecycleNode):
         self.stale_after_s, self.keyframe_interval = value("stale_after_s"), value("keyframe_interval")
         self.clearance_px, self.worker_queue = value("clearance_px"), value("worker_queue")
         self.publish_masks, self.publish_overlay = value("publish_masks"), value("publish_overlay")
+        gate_node = value("gate_node").strip()
+        if not _NODE_NAME.match(gate_node):
+            raise ValueError(f"gate_node must be a node name like operator_intent or /workcell/operator_intent; "
+                             f"got '{gate_node}'")
+        namespace = self.get_namespace().rstrip("/")
+        self.gate_node = gate_node if gate_node.startswith("/") else f"{namespace}/{gate_node}"
+        self.gate_timeout_s = value("gate_timeout_s")
+        self.good_images_to_recover, self.max_future_stamp_s = value("good_images_to_recover"), value("max_future_stamp_s")
         self.ontology = load_ontology(value("ontology_file") or None)
 
     def _build_backend(self):
-        if self.backend_name == "classical":
-            from segmentation_node.perception.commissioning import Commissioning
+        """(backend, commissioning or None)."""
+        from segmentation_node.perception.commissioning import Commissioning
 
-            commissioning = Commissioning.load(Path(self.commissioning_file).expanduser())
+        commissioning = Commissioning.load(Path(self.commissioning_file).expanduser()) \
+            if self.commissioning_file else None
+        if commissioning is not None:
             missing = [c for c in self.cameras if c not in commissioning.cameras]
             if missing:
                 raise ValueError(f"commissioning has no data for {', '.join(missing)}")
-            return commissioning.classical_backend(), commissioning.geometry(), commissioning.image_sizes()
+        if self.backend_name == "classical":
+            return commissioning.classical_backend(), commissioning
         from segmentation_node.sam3_backend.builder import build_sam3, build_small_sam3
 
         if self.backend_name == "sam3_trt":  # before loading gigabytes of weights
@@ -257,13 +294,7 @@ class SegmentationNode(LifecycleNode):
             self._registry_version = entry.version
         else:
             model = build_sam3(Path(self.checkpoint).expanduser())
-        backend = self._sam3_backend(model)
-        if not self.commissioning_file:
-            return backend, {}, {}
-        from segmentation_node.perception.commissioning import Commissioning
-
-        commissioning = Commissioning.load(Path(self.commissioning_file).expanduser())
-        return backend, commissioning.geometry(), commissioning.image_sizes()
+        return self._sam3_backend(model), commissioning
 
     def _sam3_backend(self, model):
         """The model behind the backend interface: torch, or TensorRT engines (built or reused)."""
@@ -277,13 +308,17 @@ class SegmentationNode(LifecycleNode):
         return Sam3Backend(model)
 
     def _setup_io(self) -> None:
-        self.health = {c: CameraHealth(c, self.stale_after_s) for c in self.cameras}
+        self.health = {c: CameraHealth(c, self.stale_after_s, self.good_images_to_recover, self.max_future_stamp_s)
+                       for c in self.cameras}
+        self._image_sizes: dict[str, tuple[int, int]] = {}
         self._to_rgb = make_converter()
         self._sync = make_synchronizer(len(self.cameras), self.sync_queue, self.slop_s, self._on_frame_set)
-        self._gate = contract.GateState.UNKNOWN
+        self._gate_monitor = GateMonitor(self.gate_node, self.gate_timeout_s)
+        self._gate_publishers: dict[bytes, str] = {}  # publisher GID -> node, from the ROS graph
         self._pending_intent = None
-        self._intent_sequence = 0
-        self._sequence = 0
+        self._intent_sequence = 0   # newest ActiveIntent received
+        self._applied_intent = 0    # the one the pipeline decides with
+        self._results = ResultPublisher(lambda: self._conditions(at_publish=True), self._send)
         self._last_input_s = time.monotonic()  # last synchronized set, or watchdog report
         self._frame_set_pub = self.create_lifecycle_publisher(
             FrameSetResult, "frame_set", endpoint_qos(SEGMENTATION_NODE, "frame_set"))
@@ -300,21 +335,35 @@ class SegmentationNode(LifecycleNode):
                 pubs["overlay"] = self.create_lifecycle_publisher(
                     Image, f"{camera}/overlay", endpoint_qos(SEGMENTATION_NODE, "{camera}/overlay"))
             self._view_pubs[camera] = pubs
+        # Images in a group of their own: receiving them never waits for a timer or the gate.
+        images = ReentrantCallbackGroup()
         image_qos = endpoint_qos(SEGMENTATION_NODE, "{camera}/image_raw")
-        self._io = [self.create_subscription(Image, f"{camera}/image_raw",
-                                             lambda message, index=index: self._on_image(index, message), image_qos)
+        self._io = [subscribe_with_info(self, Image, f"{camera}/image_raw",
+                                        contained(self, f"{camera} image")(
+                                            lambda message, info, index=index: self._on_image(index, message, info)),
+                                        image_qos, images)
                     for index, camera in enumerate(self.cameras)]
-        self._io.append(self.create_subscription(ActiveIntent, "active_intent", self._on_intent,
-                                                 endpoint_qos(SEGMENTATION_NODE, "active_intent")))
-        self._io.append(self.create_subscription(GateState, "gate_state", self._on_gate,
-                                                 endpoint_qos(SEGMENTATION_NODE, "gate_state")))
-        self._io.append(self.create_subscription(HardCaseReport, "hard_case_report", self._on_hard_case,
-                                                 endpoint_qos(SEGMENTATION_NODE, "hard_case_report")))
+        control = MutuallyExclusiveCallbackGroup()
+        self._io.append(self.create_subscription(ActiveIntent, "active_intent",
+                                                 contained(self, "active intent")(self._on_intent),
+                                                 endpoint_qos(SEGMENTATION_NODE, "active_intent"),
+                                                 callback_group=control))
+        self._gate_sub = subscribe_with_info(self, GateState, "gate_state",
+                                             contained(self, "gate state")(self._on_gate),
+                                             endpoint_qos(SEGMENTATION_NODE, "gate_state"), control)
+        self._io.append(self._gate_sub)
+        self._io.append(self.create_subscription(HardCaseReport, "hard_case_report",
+                                                 contained(self, "hard case report")(self._on_hard_case),
+                                                 endpoint_qos(SEGMENTATION_NODE, "hard_case_report"),
+                                                 callback_group=control))
         # Own callback group: loading a model takes seconds and must not hold up the images.
         self._swap_service = self.create_service(SwapModel, "swap_model", self._on_swap_model,
                                                  callback_group=MutuallyExclusiveCallbackGroup())
-        self._timers = [self.create_timer(self.stale_after_s / 2, self._watchdog),
-                        self.create_timer(1.0, self._publish_diagnostics)]
+        timers = MutuallyExclusiveCallbackGroup()
+        self._timers = [self.create_timer(min(self.stale_after_s, self.gate_timeout_s) / 2,
+                                          contained(self, "watchdog")(self._watchdog), callback_group=timers),
+                        self.create_timer(1.0, contained(self, "diagnostics")(self._publish_diagnostics),
+                                          callback_group=timers)]
 
     def _teardown_io(self) -> None:
         for subscription in self._io:
@@ -327,20 +376,24 @@ class SegmentationNode(LifecycleNode):
         self._io, self._timers = [], []
 
     # --- callbacks: cheap, never block --------------------------------------------------------------
-    def _on_image(self, index: int, message: Image) -> None:
+    def _on_image(self, index: int, message: Image, info: dict | None) -> None:
         camera = self.cameras[index]
+        arrival_ns = received_ns(info)
         stamp_ns = nanoseconds(message.header.stamp)
-        problem = self.health[camera].accept(stamp_ns, time.monotonic())
+        with self._stages.time("receive (per image)"):
+            format_problem = check_format(message, self._image_sizes.get(camera))
+            problem = self.health[camera].accept(stamp_ns, arrival_ns / 1e9, self.get_clock().now().nanoseconds,
+                                                 format_problem)
         if problem:
             self.get_logger().warning(f"{camera}: image dropped: {problem}", throttle_duration_sec=2.0)
             return
         with self._stages.time("sync (per image)"):
-            self._sync.add(index, stamp_ns, message)
+            self._sync.add(index, stamp_ns, Arrived(message.header, message, arrival_ns))
 
-    def _on_frame_set(self, *messages: Image) -> None:
+    def _on_frame_set(self, *arrived: Arrived) -> None:
         self._last_input_s = time.monotonic()
         with self._wake:
-            self._queue.append(messages)
+            self._queue.append(arrived)
             while len(self._queue) > self.worker_queue:
                 self._queue.popleft()  # drop the oldest: latency stays bounded when the model is slow
             self._wake.notify()
@@ -354,12 +407,39 @@ class SegmentationNode(LifecycleNode):
         if message.ontology_version != self.ontology.version:
             self.get_logger().warning(f"intent was resolved against ontology {message.ontology_version}, "
                                       f"this node runs {self.ontology.version}")
-        with self._lock:
-            self._pending_intent = intent
-            self._intent_sequence = message.sequence
+        def apply() -> None:
+            with self._lock:
+                self._pending_intent = intent
+                self._intent_sequence = message.sequence
 
-    def _on_gate(self, message: GateState) -> None:
-        self._gate = contract.GateState(message.state)
+        self._results.update(apply)
+
+    def _on_gate(self, message: GateState, info: dict | None) -> None:
+        publisher = self._gate_publisher(info)
+        if publisher == "":
+            return  # not yet in the graph; its next heartbeat will be
+        refused = self._results.update(lambda: self._gate_monitor.heard(
+            message.state, message.transition_count, time.monotonic(), publisher))
+        if refused:
+            self.get_logger().error(refused, throttle_duration_sec=5.0)
+
+    def _gate_publisher(self, info: dict | None) -> str | None:
+        """Full name of the node that published a gate_state message: None where the middleware
+        does not say (then the graph check alone guards), "" where the graph does not know it yet."""
+        gid = (info or {}).get("publisher_gid")
+        if not gid or not gid.get("data"):
+            return None
+        key = bytes(gid["data"])
+        if key not in self._gate_publishers:
+            self._refresh_gate_publishers()
+        return self._gate_publishers.get(key, "")
+
+    def _refresh_gate_publishers(self) -> None:
+        endpoints = self.get_publishers_info_by_topic(self._gate_sub.topic_name)
+        names = {bytes(e.endpoint_gid): f"{e.node_namespace.rstrip('/')}/{e.node_name}" for e in endpoints}
+        # GIDs are 16 bytes in message info and 16 or 24 (Humble) in the graph: key by the shorter.
+        self._gate_publishers = {gid[:16]: name for gid, name in names.items()}
+        self._gate_monitor.publishers(list(names.values()))
 
     def _on_hard_case(self, message: HardCaseReport) -> None:
         kind = _HARD_CASE_KINDS.get(message.kind)
@@ -370,8 +450,9 @@ class SegmentationNode(LifecycleNode):
         if self._flywheel is None:
             self.get_logger().warning("hard case report ignored: flywheel_dir is not set", throttle_duration_sec=10.0)
             return
-        detail = (f"{message.reporter_id[:64] or 'anonymous'}: frame set {message.frame_set_sequence or 'latest'}, "
-                  f"track {message.track_id or 'all'}: {message.detail[:256]}")
+        detail = (f"{printable(message.reporter_id, 64) or 'anonymous'}: frame set "
+                  f"{message.frame_set_sequence or 'latest'}, track {message.track_id or 'all'}: "
+                  f"{printable(message.detail, 256)}")
         if self._flywheel.report(kind, detail):
             self.get_logger().info(f"hard case saved around now: {kind}: {detail}")
 
@@ -424,60 +505,84 @@ class SegmentationNode(LifecycleNode):
                     self._wake.wait(timeout=0.5)
                 if not self._running:
                     return
-                messages = self._queue.popleft()
+                arrived = self._queue.popleft()
                 intent, self._pending_intent = self._pending_intent, None
+                if intent is not None:
+                    self._applied_intent = self._intent_sequence
             if intent is not None:
                 self._pipeline.set_intent(intent)
             try:
                 with self._process_lock:
-                    self._process(messages)
+                    self._process(arrived)
             except Exception as error:  # noqa: BLE001 - the worker must outlive any one frame set
                 self.get_logger().error(f"frame set failed: {type(error).__name__}: {error}",
                                         throttle_duration_sec=2.0)
-                self._publish_nothing_actionable({}, model_error=f"{type(error).__name__}: {error}")
+                self._publish_nothing_actionable(model_error=f"{type(error).__name__}: {error}")
 
-    def _process(self, messages: tuple[Image, ...]) -> None:
-        started_s = time.monotonic()
-        views, problems, details = [], {}, {}
+    def _conditions(self, at_publish: bool = False) -> Conditions:
+        """The gate, intent and cameras as they are now: at the decision (the intent the pipeline
+        decides with) and again at publish (the newest intent received)."""
+        now_s, wall_s = time.monotonic(), time.time()
+        gate = self._gate_monitor.view(now_s)
+        problems, blind = {}, {}
+        for camera in self.cameras:
+            status, detail = self.health[camera].status(wall_s)
+            if status is CameraStatus.BLIND:
+                blind[camera] = detail
+            elif status is not CameraStatus.OK:
+                problems[camera] = detail
+        if at_publish:
+            intent = self._intent_sequence
+        else:
+            intent = self._applied_intent if self._pipeline is not None and self._pipeline.intent else 0
+        return Conditions(gate.state, gate.epoch, gate.problem, intent, problems, blind)
+
+    def _process(self, arrived: tuple[Arrived, ...]) -> None:
+        views = []
         conversion = time.perf_counter()
-        for camera, message in zip(self.cameras, messages):
+        for camera, item in zip(self.cameras, arrived):
             try:
-                image = self._to_rgb(message)
-                expected = self._image_sizes.get(camera)
-                if expected and image.shape[:2] != expected:
-                    raise ImageError(f"image is {image.shape[1]}x{image.shape[0]}, this camera is commissioned "
-                                     f"at {expected[1]}x{expected[0]}")
-                views.append(CameraFrame(camera, nanoseconds(message.header.stamp), image, message.header.frame_id))
+                image = self._to_rgb(item.message)
             except ImageError as error:
                 self.health[camera].reject(str(error))
                 self.get_logger().error(f"{camera}: {error}", throttle_duration_sec=2.0)
+                continue
+            try:
+                blind = self._view_checks[camera].check(image)
+            except ValueError as error:  # e.g. an image that does not match the commissioned background
+                blind = f"view check failed: {error}"
+            self.health[camera].report_view(blind)
+            views.append(CameraFrame(camera, nanoseconds(item.header.stamp), image, item.header.frame_id))
         self._stages.add("conversion", (time.perf_counter() - conversion) * 1000.0)
-        for camera in self.cameras:
-            status, detail = self.health[camera].status(started_s)
-            if status is not CameraStatus.OK:
-                problems[camera] = detail
-                details[camera] = (status, detail)
+        decided = self._conditions()
         pipeline_started = time.perf_counter()
-        outcome = self._pipeline.process(views, self._gate, problems)
+        outcome = self._pipeline.process(views, decided)
         self._stages.add("backend", outcome.inference_ms)
         self._stages.add("post-processing", (time.perf_counter() - pipeline_started) * 1000.0 - outcome.inference_ms)
-        sequence = self._publish(messages, {view.camera: view.image for view in views}, outcome, details, started_s)
+        result, view_images = self._build(arrived, {view.camera: view.image for view in views}, outcome)
+        result.gate_epoch, result.intent_sequence = decided.gate_epoch, decided.intent_sequence
+        with self._stages.time("publish"):
+            final = self._results.publish((result, max(item.arrival_ns for item in arrived)), outcome.verdict, decided)
+        with self._stages.time("publish images"):
+            for publisher, image_message_ in view_images:
+                publisher.publish(image_message_)
         if self._flywheel is not None:
-            self._flywheel.observe(sequence, views, outcome, self._gate, {"model_version": self._serving_version()})
+            self._flywheel.observe(result.sequence, views, replace(outcome, verdict=final), decided.gate,
+                                   {"model_version": self._serving_version()})
 
     # --- output -------------------------------------------------------------------------------------
-    def _publish(self, messages, images: dict[str, np.ndarray], outcome: FrameSetOutcome, details,
-                 started_s: float) -> int:
-        newest_ns = max(nanoseconds(m.header.stamp) for m in messages)
+    def _build(self, arrived, images: dict[str, np.ndarray], outcome: FrameSetOutcome):
+        """The result message (verdict fields still to be set at publish) and the view images."""
         building = time.perf_counter()
-        result = self._result(outcome.verdict, newest_ns, outcome.inference_ms)
-        view_images, encoding_s = [], 0.0
-        for camera, message in zip(self.cameras, messages):
+        newest_ns = max(nanoseconds(item.header.stamp) for item in arrived)
+        result = FrameSetResult(header=Header(stamp=stamp_of(newest_ns)), model_version=self._serving_version(),
+                                ontology_version=self.ontology.version, inference_ms=float(outcome.inference_ms))
+        view_images, encoding_s, now_s = [], 0.0, time.time()
+        for camera, item in zip(self.cameras, arrived):
             instances = outcome.views.get(camera, [])
-            status, detail = details.get(camera, (CameraStatus.OK, ""))
-            view = ViewResult(header=message.header, camera_name=camera, camera_status=int(status),
-                              camera_detail=detail, camera_rate_hz=float(self.health[camera].rate_hz(started_s)),
-                              height=message.height, width=message.width)
+            view = ViewResult(header=item.header, camera_name=camera, height=item.message.height,
+                              width=item.message.width)
+            view.camera_rate_hz = float(self.health[camera].rate_hz(now_s))
             targets = [i for i in instances if i.role is Role.TARGET]
             label_values = {id(instance): value for value, instance in enumerate(targets, start=1)}
             encoding = time.perf_counter()
@@ -485,26 +590,29 @@ class SegmentationNode(LifecycleNode):
             encoding_s += time.perf_counter() - encoding
             result.views.append(view)
             if camera in images:  # nothing is drawn from an image that was rejected
-                view_images += self._view_images(camera, message, images[camera], instances, targets, outcome)
+                view_images += self._view_images(camera, item.message, images[camera], instances, targets, outcome)
         self._stages.add("mask encoding", encoding_s * 1000.0)
         self._stages.add("message build", (time.perf_counter() - building - encoding_s) * 1000.0)
-        with self._stages.time("publish"):
-            result.latency_ms = float((self.get_clock().now().nanoseconds - newest_ns) / 1e6)
-            self._frame_set_pub.publish(result)
-            for publisher, image_message_ in view_images:
-                publisher.publish(image_message_)
-        return result.sequence
+        return result, view_images
 
-    def _result(self, verdict, stamp_ns: int, inference_ms: float) -> FrameSetResult:
-        with self._lock:  # the worker and the watchdog both publish
-            self._sequence += 1
-        return FrameSetResult(
-            header=Header(stamp=stamp_of(stamp_ns)), sequence=self._sequence, actionable=verdict.actionable,
-            confidence=float(verdict.confidence), reason_codes=[int(code) for code, _ in verdict.reasons],
-            reasons=[text for _, text in verdict.reasons], gate_state=int(self._gate),
-            intent_sequence=self._intent_sequence if self._pipeline and self._pipeline.intent else 0,
-            model_version=self._serving_version(), ontology_version=self.ontology.version,
-            inference_ms=float(inference_ms))
+    def _send(self, outgoing: tuple[FrameSetResult, int | None], verdict: Verdict, now: Conditions,
+              sequence: int) -> None:
+        """Called by the ResultPublisher with its lock held: the verdict as it stands at publish.
+        `outgoing`: the result and the arrival time (ns) of its newest image, None for reports."""
+        result, arrival_ns = outgoing
+        result.sequence = sequence
+        result.actionable, result.confidence = verdict.actionable, float(verdict.confidence)
+        result.reason_codes = [int(code) for code, _ in verdict.reasons]
+        result.reasons = [text for _, text in verdict.reasons]
+        result.gate_state = int(now.gate)
+        wall_s = time.time()
+        for view in result.views:
+            status, detail = self.health[view.camera_name].status(wall_s)
+            view.camera_status, view.camera_detail = int(status), detail
+        if arrival_ns is not None:
+            result.latency_ms = float((time.time_ns() - arrival_ns) / 1e6)
+        result.source_age_ms = float((self.get_clock().now().nanoseconds - nanoseconds(result.header.stamp)) / 1e6)
+        self._frame_set_pub.publish(result)
 
     def _view_images(self, camera, message, image, instances, targets, outcome) -> list[tuple]:
         """(publisher, message) of this view's label, forbidden and overlay images."""
@@ -530,43 +638,49 @@ class SegmentationNode(LifecycleNode):
 
     def _watchdog(self) -> None:
         """No synchronized frame set for a while (a camera stopped, sync cannot match): say so, not
-        actionable. A slow model is not a stale camera: frame sets keep arriving then."""
+        actionable. A slow model is not a stale camera: frame sets keep arriving then. Also the
+        ROS graph check of who publishes the gate state."""
+        self._refresh_gate_publishers()
         if self._pipeline is None or time.monotonic() - self._last_input_s < self.stale_after_s:
             return
-        now_s = time.monotonic()
-        problems = {c: self.health[c].status(now_s)[1] for c in self.cameras
-                    if self.health[c].status(now_s)[0] is not CameraStatus.OK}
-        if not problems:
-            problems = {c: "no synchronized frame set (stamps further apart than the slop?)" for c in self.cameras}
-        self._publish_nothing_actionable(problems)
+        self._publish_nothing_actionable()
 
-    def _publish_nothing_actionable(self, problems: dict[str, str], model_error: str | None = None) -> None:
+    def _publish_nothing_actionable(self, model_error: str | None = None) -> None:
         """A result without instances that says why nothing may be done."""
-        now_s = time.monotonic()
-        verdict = decide({}, problems, self._gate, self.ontology, self._pipeline.intent, model_error=model_error)
-        result = self._result(verdict, self.get_clock().now().nanoseconds, 0.0)
-        for camera in self.cameras:
-            status, detail = self.health[camera].status(now_s)
-            result.views.append(ViewResult(camera_name=camera, camera_status=int(status), camera_detail=detail))
-        self._frame_set_pub.publish(result)
-        self._last_input_s = now_s
+        conditions = self._conditions()
+        if not conditions.camera_problems and not conditions.blind_cameras and model_error is None:
+            conditions = replace(conditions, camera_problems={
+                c: "no synchronized frame set (stamps further apart than the slop?)" for c in self.cameras})
+        verdict = decide({}, conditions, self.ontology, self._pipeline.intent, model_error=model_error)
+        result = FrameSetResult(header=Header(stamp=self.get_clock().now().to_msg()),
+                                model_version=self._serving_version(), ontology_version=self.ontology.version,
+                                views=[ViewResult(camera_name=camera) for camera in self.cameras])
+        result.gate_epoch, result.intent_sequence = conditions.gate_epoch, conditions.intent_sequence
+        self._results.publish((result, None), verdict, conditions)
+        self._last_input_s = time.monotonic()
 
     def _publish_diagnostics(self) -> None:
-        now_s = time.monotonic()
+        now_s = time.time()
         statuses = []
-        for camera in self.cameras:
-            status, detail = self.health[camera].status(now_s)
+        cameras = {camera: (*self.health[camera].status(now_s), self.health[camera].rate_hz(now_s))
+                   for camera in self.cameras}
+        for camera, (status, detail, rate_hz) in cameras.items():
             level = DiagnosticStatus.OK if status is CameraStatus.OK else DiagnosticStatus.ERROR
             statuses.append(DiagnosticStatus(
                 level=level, name=f"{SEGMENTATION_NODE}: camera {camera}", message=detail or "ok",
-                hardware_id=camera, values=[KeyValue(key="rate_hz", value=f"{self.health[camera].rate_hz(now_s):.1f}"),
+                hardware_id=camera, values=[KeyValue(key="rate_hz", value=f"{rate_hz:.1f}"),
                                             KeyValue(key="status", value=status.name)]))
+        gate = self._gate_monitor.view(time.monotonic())
         statuses.append(DiagnosticStatus(
             level=DiagnosticStatus.OK if self._pipeline else DiagnosticStatus.WARN, name=f"{SEGMENTATION_NODE}: model",
             message=self._serving_version() or "inactive",
-            values=[KeyValue(key="gate", value=self._gate.name), KeyValue(key="frame_sets", value=str(self._sequence))]
+            values=[KeyValue(key="gate", value=gate.state.name), KeyValue(key="frame_sets", value=str(self._results.sequence))]
             + [KeyValue(key=f"{stage} p50/p95 ms", value=f"{p50:.2f} / {p95:.2f}")
                for stage, (p50, p95, _) in self._stages.summary().items()]))
+        statuses.append(DiagnosticStatus(
+            level=DiagnosticStatus.ERROR if gate.problem else DiagnosticStatus.OK,
+            name=f"{SEGMENTATION_NODE}: gate", message=gate.problem or gate.state.name,
+            values=[KeyValue(key="gate_node", value=self.gate_node), KeyValue(key="epoch", value=str(gate.epoch))]))
         if self._flywheel is not None:
             stats = self._flywheel.stats
             statuses.append(DiagnosticStatus(
@@ -578,7 +692,7 @@ class SegmentationNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    return run_node("segmentation", __doc__, SegmentationNode, args, lambda: MultiThreadedExecutor(num_threads=2))
+    return run_node("segmentation", __doc__, SegmentationNode, args, lambda: MultiThreadedExecutor(num_threads=3))
 
 
 if __name__ == "__main__":

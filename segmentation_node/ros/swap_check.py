@@ -15,14 +15,15 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE
+from segmentation_node.contract import SEGMENTATION_NODE
 from segmentation_node.contract import GateState as State
 from segmentation_node.registry import ModelRegistry
 from segmentation_node.ros.messages import endpoint_qos, image_message, stamp_of
 from segmentation_node.ros.services import call
+from segmentation_node.ros.stand_in_gate import publish_stand_in_gate
 from segmentation_node.synthetic.render import render_frame_set
 from segmentation_node.synthetic.scene import ClipConfig, generate_clip
-from workcell_segmentation.msg import FrameSetResult, GateState
+from workcell_segmentation.msg import FrameSetResult
 from workcell_segmentation.srv import SwapModel
 
 TIMEOUT_S = 120.0
@@ -40,9 +41,7 @@ class _Cell(Node):
         self.results: list[FrameSetResult] = []
         self.create_subscription(FrameSetResult, "frame_set", self.results.append,
                                  endpoint_qos(SEGMENTATION_NODE, "frame_set"))
-        gate = self.create_publisher(GateState, "gate_state", endpoint_qos(OPERATOR_NODE, "gate_state"))
-        gate.publish(GateState(state=int(State.RUNNING), operator_id="swap_check", reason="swap check"))
-        self._gate = gate
+        self._gate = publish_stand_in_gate(self, "swap_check", "swap check")
         self._sent = 0
 
     def serving(self, version: str) -> FrameSetResult:
@@ -71,7 +70,8 @@ def exercise_swap(registry: ModelRegistry, work: Path, promoted: str, deployed: 
     node = subprocess.Popen(
         [sys.executable, "-m", "segmentation_node.ros.segmentation", "--ros-args", "-p", "backend:=sam3",
          "-p", f"model_registry:={registry.root}", "-p", f"model_version:={deployed}",
-         "-p", f"cameras:=[{','.join(cell.cameras)}]", "-p", "stale_after_s:=5.0"],
+         "-p", f"cameras:=[{','.join(cell.cameras)}]", "-p", "stale_after_s:=5.0",
+         "-p", f"gate_node:={cell.get_fully_qualified_name()}"],
         env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
     try:
         before = cell.serving(deployed)

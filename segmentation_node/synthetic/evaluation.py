@@ -10,7 +10,8 @@ from typing import Callable
 
 import numpy as np
 
-from segmentation_node.contract import GateState, Role
+from segmentation_node.contract import Role
+from segmentation_node.perception.actionability import Conditions
 from segmentation_node.perception.classical import ColorClassifier
 from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.metrics import (
@@ -57,7 +58,7 @@ class EvaluationReport:
         return rows
 
 
-def evaluate_clip(clip: Clip, pipeline: PerceptionPipeline, gate: GateState = GateState.RUNNING,
+def evaluate_clip(clip: Clip, pipeline: PerceptionPipeline,
                   observer: Callable[[FrameState, list[ViewRender], FrameSetOutcome], None] | None = None
                   ) -> EvaluationReport:
     """Run the pipeline over the clip and score it; `observer` sees every frame set's outcome."""
@@ -69,7 +70,7 @@ def evaluate_clip(clip: Clip, pipeline: PerceptionPipeline, gate: GateState = Ga
     for frame in clip.frames:
         renders = render_frame_set(clip, frame.index)
         outcome = pipeline.process([CameraFrame(r.camera.name, r.stamp_ns, r.image, r.camera.frame_id)
-                                    for r in renders], gate)
+                                    for r in renders], Conditions.offline())
         actionable += outcome.verdict.actionable
         if observer is not None:
             observer(frame, renders, outcome)

@@ -31,10 +31,10 @@ class FaultInjectingBackend:
 
 class FaultySegmentationNode(SegmentationNode):
     def _build_backend(self):
-        backend, geometry, sizes = super()._build_backend()
+        backend, commissioning = super()._build_backend()
         raise_at = {int(v) for v in os.environ.get("WORKCELL_FAULT_RAISE_AT", "").split(",") if v}
         return FaultInjectingBackend(backend, raise_at, float(os.environ.get("WORKCELL_FAULT_DELAY_S", "0"))), \
-            geometry, sizes
+            commissioning
 
 
 if __name__ == "__main__":

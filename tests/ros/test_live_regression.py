@@ -22,7 +22,8 @@ def recording(cell):
 
 def live_run(folder, bag, cameras, out, intent="pick everything"):
     """A fresh node per run, as a regression job would start one."""
-    args = ("-p", f"commissioning_file:={folder / 'cell.npz'}", "-p", f"cameras:=[{','.join(cameras)}]")
+    args = ("-p", f"commissioning_file:={folder / 'cell.npz'}", "-p", f"cameras:=[{','.join(cameras)}]",
+            "-p", "gate_node:=regression_replay")
     with node_process("segmentation_node.ros.segmentation", *args, log_path=folder / f"{out}.log"):
         run = subprocess.run([sys.executable, "-m", "segmentation_node.regression", "live", "--bag", str(bag),
                               "--cameras", ",".join(cameras), "--rate", "0.5", "--intent", intent,
