@@ -7,16 +7,38 @@
 Arguments: profile (cpu | orin | thor: picks config/<profile>.yaml), config_file (overrides the
 profile's file), cameras, camera_prefix (where the drivers publish <camera>/image_raw),
 backend, checkpoint, commissioning_file, namespace.
+
+Fast DDS: the nodes get config/fastdds.xml (shared memory sized for 720p images, README
+"Transport") unless FASTDDS_DEFAULT_PROFILES_FILE / FASTRTPS_DEFAULT_PROFILES_FILE is already set.
+Camera drivers started elsewhere need the same profile: the sender's segment is what matters.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
 PACKAGE = "workcell_segmentation"
+FASTDDS_PROFILE = "FASTDDS_DEFAULT_PROFILES_FILE"  # read by Fast DDS 3.x (Kilted and later)
+FASTRTPS_PROFILE = "FASTRTPS_DEFAULT_PROFILES_FILE"  # read by Fast DDS 2.x
+FAST_DDS_2_DISTROS = ("foxy", "galactic", "humble", "iron", "jazzy")
+
+
+def _fastdds_profile():
+    """Point the nodes' Fast DDS at the installed profile, keeping a value the user exported.
+
+    Each variable defaults to the other one, then to the package's file. The Fast DDS 2 name is
+    set only on distros that ship Fast DDS 2: Kilted's rmw_fastrtps warns about it in every node.
+    """
+    profile = os.path.join(get_package_share_directory(PACKAGE), "config", "fastdds.xml")
+    actions = [SetEnvironmentVariable(FASTDDS_PROFILE, EnvironmentVariable(
+        FASTDDS_PROFILE, default_value=[EnvironmentVariable(FASTRTPS_PROFILE, default_value=profile)]))]
+    if os.environ.get("ROS_DISTRO") in FAST_DDS_2_DISTROS:
+        actions.append(SetEnvironmentVariable(FASTRTPS_PROFILE, EnvironmentVariable(
+            FASTRTPS_PROFILE, default_value=[EnvironmentVariable(FASTDDS_PROFILE, default_value=profile)])))
+    return actions
 
 
 def _nodes(context):
@@ -43,6 +65,7 @@ def _nodes(context):
 
 def generate_launch_description():
     return LaunchDescription([
+        *_fastdds_profile(),
         DeclareLaunchArgument("profile", default_value="cpu", choices=["cpu", "orin", "thor"],
                               description="parameter profile: config/<profile>.yaml"),
         DeclareLaunchArgument("config_file", default_value="", description="parameter file instead of the profile's"),
