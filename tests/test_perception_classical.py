@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from segmentation_node.contract import GateState, Reason, Role
+from segmentation_node.contract import Reason, Role
 from segmentation_node.perception.actionability import Conditions
 from segmentation_node.perception.classical import BackgroundModel, ColorClassifier
 from segmentation_node.synthetic.evaluation import classical_pipeline, evaluate_clip

@@ -12,14 +12,11 @@ from rclpy.subscription import Subscription
 WITH_MESSAGE_INFO = hasattr(Subscription, "CallbackType")
 
 
-def subscribe_with_info(node, message_type, topic: str, callback: Callable[[Any, dict | None], None], qos,
-                        callback_group=None):
+def subscribe_with_info(node, message_type, topic: str, callback: Callable[[Any, dict | None], None], qos):
     """`callback(message, info)`; info is the rmw message info dict, or None without support."""
     if WITH_MESSAGE_INFO:
-        return node.create_subscription(message_type, topic, lambda message, info: callback(message, info), qos,
-                                        callback_group=callback_group)
-    return node.create_subscription(message_type, topic, lambda message: callback(message, None), qos,
-                                    callback_group=callback_group)
+        return node.create_subscription(message_type, topic, lambda message, info: callback(message, info), qos)
+    return node.create_subscription(message_type, topic, lambda message: callback(message, None), qos)
 
 
 def received_ns(info: dict | None) -> int:

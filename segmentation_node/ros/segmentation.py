@@ -8,6 +8,14 @@ deactivate / cleanup: stops the worker and frees the backend / tears down I/O.
 Subscription callbacks only convert stamps, check stamp order and hand complete frame sets to
 a worker through a drop-oldest queue: inference never runs in a callback and never delays gate
 or intent messages. A watchdog publishes a not-actionable result when no frame set arrives.
+
+One thread spins every callback (a single-threaded executor): they are all short, and each
+camera's images are handled in the order they came. rclpy's MultiThreadedExecutor (Kilted)
+submits a queued callback again on every spin while its thread pool is busy; here that loop grew
+to 2,600 pending submissions and held the GIL for 0.6-1.3 s at a time (image callbacks that
+late, stamps handled out of order). Loading a model for swap_model holds the callbacks up
+meanwhile; camera freshness is judged on the middleware's reception times, so nothing looks
+stale, and the gate heard too long ago makes results not actionable until it is heard again.
 """
 from __future__ import annotations
 
@@ -22,8 +30,6 @@ from pathlib import Path
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -335,35 +341,26 @@ class SegmentationNode(LifecycleNode):
                 pubs["overlay"] = self.create_lifecycle_publisher(
                     Image, f"{camera}/overlay", endpoint_qos(SEGMENTATION_NODE, "{camera}/overlay"))
             self._view_pubs[camera] = pubs
-        # Images in a group of their own: receiving them never waits for a timer or the gate.
-        images = ReentrantCallbackGroup()
         image_qos = endpoint_qos(SEGMENTATION_NODE, "{camera}/image_raw")
         self._io = [subscribe_with_info(self, Image, f"{camera}/image_raw",
                                         contained(self, f"{camera} image")(
                                             lambda message, info, index=index: self._on_image(index, message, info)),
-                                        image_qos, images)
+                                        image_qos)
                     for index, camera in enumerate(self.cameras)]
-        control = MutuallyExclusiveCallbackGroup()
         self._io.append(self.create_subscription(ActiveIntent, "active_intent",
                                                  contained(self, "active intent")(self._on_intent),
-                                                 endpoint_qos(SEGMENTATION_NODE, "active_intent"),
-                                                 callback_group=control))
+                                                 endpoint_qos(SEGMENTATION_NODE, "active_intent")))
         self._gate_sub = subscribe_with_info(self, GateState, "gate_state",
                                              contained(self, "gate state")(self._on_gate),
-                                             endpoint_qos(SEGMENTATION_NODE, "gate_state"), control)
+                                             endpoint_qos(SEGMENTATION_NODE, "gate_state"))
         self._io.append(self._gate_sub)
         self._io.append(self.create_subscription(HardCaseReport, "hard_case_report",
                                                  contained(self, "hard case report")(self._on_hard_case),
-                                                 endpoint_qos(SEGMENTATION_NODE, "hard_case_report"),
-                                                 callback_group=control))
-        # Own callback group: loading a model takes seconds and must not hold up the images.
-        self._swap_service = self.create_service(SwapModel, "swap_model", self._on_swap_model,
-                                                 callback_group=MutuallyExclusiveCallbackGroup())
-        timers = MutuallyExclusiveCallbackGroup()
+                                                 endpoint_qos(SEGMENTATION_NODE, "hard_case_report")))
+        self._swap_service = self.create_service(SwapModel, "swap_model", self._on_swap_model)
         self._timers = [self.create_timer(min(self.stale_after_s, self.gate_timeout_s) / 2,
-                                          contained(self, "watchdog")(self._watchdog), callback_group=timers),
-                        self.create_timer(1.0, contained(self, "diagnostics")(self._publish_diagnostics),
-                                          callback_group=timers)]
+                                          contained(self, "watchdog")(self._watchdog)),
+                        self.create_timer(1.0, contained(self, "diagnostics")(self._publish_diagnostics))]
 
     def _teardown_io(self) -> None:
         for subscription in self._io:
@@ -692,7 +689,7 @@ class SegmentationNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    return run_node("segmentation", __doc__, SegmentationNode, args, lambda: MultiThreadedExecutor(num_threads=3))
+    return run_node("segmentation", __doc__, SegmentationNode, args)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import os
 import sys
 import time
 
-from rclpy.executors import MultiThreadedExecutor
 
 from segmentation_node.ros.runner import run_node
 from segmentation_node.ros.segmentation import SegmentationNode
@@ -38,5 +37,4 @@ class FaultySegmentationNode(SegmentationNode):
 
 
 if __name__ == "__main__":
-    sys.exit(run_node("segmentation", __doc__, FaultySegmentationNode, None,
-                      lambda: MultiThreadedExecutor(num_threads=2)))
+    sys.exit(run_node("segmentation", __doc__, FaultySegmentationNode, None))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -55,7 +55,7 @@ class SafetyRig(Node):
         self.streaming = True
         self.create_timer(1.0 / rate_hz, self._send)
         self._client = self.create_client(GateCommand, "gate_command")
-        self._executor = MultiThreadedExecutor(num_threads=2)
+        self._executor = SingleThreadedExecutor()  # MultiThreadedExecutor busy-loops under load (segmentation.py)
         self._executor.add_node(self)
         self._thread = threading.Thread(target=self._executor.spin, daemon=True)
         self._thread.start()

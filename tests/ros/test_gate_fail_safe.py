@@ -5,6 +5,7 @@ import os
 import random
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -99,9 +100,11 @@ def test_pause_on_a_broken_disk_is_accepted_published_and_stops_the_cell(rig, tm
             else:
                 shutil.rmtree(state_dir)
             gates_before = len(rig.gates)
+            sent_ns = time.time_ns()
             answer = rig.command(Command.PAUSE, operator="", reason="x" * 2000)
             assert answer.accepted, answer.reason
             paused = rig.gate_after(gates_before, lambda g: g.state in (State.PAUSED, State.FAULT), "the stop")
+            print(f"{damage}: PAUSE sent -> stop received {(paused.at_ns - sent_ns) / 1e6:.1f} ms")  # -rP
             assert paused.message.transition_count > resumed.message.gate_epoch
             nothing_actionable_after(rig, paused.at_ns, paused.message.transition_count)
             if damage == "state dir deleted":  # recreated: nothing failed
@@ -129,7 +132,10 @@ def test_a_killed_gate_is_a_lost_gate_and_a_restarted_one_is_paused(rig, tmp_pat
         process.kill()
         process.wait()
     lost = rig.result_after(killed_at, lambda r: Reason.GATE_LOST in r.reason_codes, "a GATE_LOST result")
-    assert not lost.message.actionable and "no gate_state from /operator_intent" in " ".join(lost.message.reasons)
+    # Silent, or (until its lease runs out) still in the graph under no node name: a stranger.
+    why = " ".join(lost.message.reasons)
+    assert not lost.message.actionable and ("no gate_state from /operator_intent" in why
+                                            or "_NODE_NAME_UNKNOWN_ also publish(es) gate_state" in why), why
     index = rig.results.index(lost)
     rig.wait(lambda: len(rig.results) >= index + 5, "five more results")
     assert not any(r.message.actionable for r in rig.results[index:])

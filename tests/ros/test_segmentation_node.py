@@ -123,7 +123,8 @@ def test_cameras_to_consumer_with_gate_intent_hand_and_faults(running):
     assert [v.camera_name for v in first.views] == CAMERAS
     assert all(v.header.stamp == first.header.stamp for v in first.views)
     assert [v.header.frame_id for v in first.views] == [f"{c}_optical_frame" for c in CAMERAS]
-    assert not first.actionable and Reason.GATE_NOT_RUNNING in first.reason_codes
+    # Paused, or not heard yet when the first frame set came (the gate node starts alongside).
+    assert not first.actionable and {Reason.GATE_NOT_RUNNING, Reason.GATE_LOST} & set(first.reason_codes)
     spin_until(client, lambda: any(l.header.stamp == stamp_of(stamp) for l in client.labels), "label image")
     label = next(l for l in client.labels if l.header.stamp == stamp_of(stamp))
     assert (label.encoding, label.header.frame_id, label.width) == ("mono16", "cam_top_optical_frame", 320)
