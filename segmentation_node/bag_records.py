@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segmentation_node.contract import PACKAGE, CameraStatus, Reason, Role, Source
-from segmentation_node.masks import mask_from_counts, rle_counts
+from segmentation_node.masks import box_xywh, mask_from_counts, rle_counts
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,16 +59,14 @@ def to_message(record: FrameSetRecord, typestore):
         return types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
 
     def instance(item: InstanceRecord, height: int, width: int):
-        rows, cols = np.nonzero(item.mask)
-        x, y = (int(cols.min()), int(rows.min())) if rows.size else (0, 0)
-        w, h = (int(cols.max()) - x + 1, int(rows.max()) - y + 1) if rows.size else (0, 0)
+        x, y, w, h = box_xywh(item.mask)
         roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=x, y_offset=y, width=w, height=h, do_rectify=False)
         mask = types[f"{PACKAGE}/msg/MaskRLE"](height=height, width=width,
                                                counts=np.asarray(rle_counts(item.mask), dtype=np.uint32))
         return types[f"{PACKAGE}/msg/InstanceMask"](
             track_id=item.track_id, label=item.label, attributes=list(item.attributes), prompt=item.prompt,
             role=int(item.role), source=int(item.source), score=float(item.score), stability=float(item.stability),
-            bbox=roi, area=int(rows.size), label_value=item.label_value, mask=mask)
+            bbox=roi, area=int(np.count_nonzero(item.mask)), label_value=item.label_value, mask=mask)
 
     views = [types[f"{PACKAGE}/msg/ViewResult"](
         header=header(view.stamp_ns, view.frame_id), camera_name=view.camera, camera_status=int(view.status),

@@ -2,6 +2,8 @@
 compressed RLE (pycocotools). ROS-free."""
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import numpy as np
 from pycocotools import mask as coco_mask
 
@@ -14,6 +16,36 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, slice] | None:
         return None
     rows = np.flatnonzero(mask[:, columns[0]:columns[-1] + 1].any(axis=1))
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1)
+
+
+def box_xywh(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x, y, width, height) of the mask's bounding box, COCO's and RegionOfInterest's order;
+    zeros for an empty mask."""
+    box = bounding_box(mask)
+    if box is None:
+        return 0, 0, 0, 0
+    rows, columns = box
+    return columns.start, rows.start, columns.stop - columns.start, rows.stop - rows.start
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 0.0
+
+
+def greedy_match(first: Sequence[np.ndarray], second: Sequence[np.ndarray], min_iou: float,
+                 may_pair: Callable[[int, int], bool] = lambda i, j: True) -> list[tuple[int, int, float]]:
+    """One-to-one pairs (index in first, index in second, IoU) by mask IoU, best first, each at
+    least min_iou; `may_pair(i, j)` rules pairs out before any IoU is computed (other class)."""
+    pairs = sorted(((iou, i, j) for i, a in enumerate(first) for j, b in enumerate(second)
+                    if may_pair(i, j) and (iou := mask_iou(a, b)) >= min_iou), reverse=True)
+    used_first, used_second, matches = set(), set(), []
+    for iou, i, j in pairs:
+        if i not in used_first and j not in used_second:
+            used_first.add(i)
+            used_second.add(j)
+            matches.append((i, j, iou))
+    return matches
 
 
 def rle_counts(mask: np.ndarray) -> list[int]:
@@ -50,6 +82,20 @@ def mask_from_counts(counts, height: int, width: int) -> np.ndarray:
     values = np.zeros(counts.size, dtype=bool)
     values[1::2] = True
     return np.repeat(values, counts).reshape((height, width), order="F")
+
+
+def label_image(shape: tuple[int, int], masks) -> np.ndarray:
+    """uint16 image, pixel = 1 + index of the mask holding it, 0 = none (target_labels). The
+    pipeline makes a view's target masks disjoint, so each mask is exactly its value here."""
+    labels = np.zeros(shape, np.uint16)
+    for value, mask in enumerate(masks, start=1):
+        labels[mask] = value
+    return labels
+
+
+def coco_mask_fields(mask: np.ndarray) -> dict:
+    """The mask part of a COCO annotation: segmentation (compressed RLE), area, bbox."""
+    return {"segmentation": coco_rle(mask), "area": int(np.count_nonzero(mask)), "bbox": list(box_xywh(mask))}
 
 
 def coco_rle(mask: np.ndarray) -> dict:

@@ -32,7 +32,7 @@ from segmentation_node.perception.actionability import Conditions
 from segmentation_node.image_codec import to_rgb
 from segmentation_node.perception.commissioning import Commissioning
 from segmentation_node.perception.intent import resolve_intent
-from segmentation_node.perception.metrics import match_by_iou
+from segmentation_node.masks import greedy_match
 from segmentation_node.perception.ontology import load_ontology
 from segmentation_node.perception.pipeline import PerceptionPipeline
 from segmentation_node.perception.types import CameraFrame
@@ -159,7 +159,7 @@ def _compare_view(gold: ViewRecord, other: ViewRecord, where: str, result: Compa
     for label in sorted({i.label for i in gold.instances} | {i.label for i in other.instances}):
         mine = [i for i in gold.instances if i.label == label]
         theirs = [i for i in other.instances if i.label == label]
-        matches = match_by_iou([i.mask for i in mine], [i.mask for i in theirs], min_iou=0.01)
+        matches = greedy_match([i.mask for i in mine], [i.mask for i in theirs], min_iou=0.01)
         matched_mine = {i for i, _, _ in matches}
         matched_theirs = {j for _, j, _ in matches}
         result.instances += len(mine)

@@ -28,7 +28,8 @@ from segmentation_node.perception.actionability import Conditions
 from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.ontology import Ontology, load_ontology
 from segmentation_node.perception.pipeline import PerceptionPipeline
-from segmentation_node.perception.tracking import ViewGeometry, mask_iou
+from segmentation_node.masks import mask_iou
+from segmentation_node.perception.tracking import ViewGeometry
 from segmentation_node.perception.types import CameraFrame, SegmentationBackend
 from segmentation_node.registry import ACCEPTED, REJECTED, ModelRegistry, RegistryError, load_registered_model
 from segmentation_node.synthetic.evaluation import FORBIDDEN_TRUTH, evaluate_clip

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from segmentation_node.masks import bounding_box, coco_rle, mask_from_counts, rle_counts
+from segmentation_node.masks import bounding_box, box_xywh, coco_rle, label_image, mask_from_counts, rle_counts
 
 
 def _cases():
@@ -66,3 +66,19 @@ def test_cropped_rle_equals_the_whole_image_scan_on_masks_touching_any_border():
             assert mask[box].sum() == mask.sum() and box[0].stop - box[0].start <= height
         else:
             assert box is None
+
+
+@pytest.mark.parametrize("mask", list(_cases()))
+def test_box_is_the_one_pycocotools_gives(mask):
+    """The one bounding box every COCO writer and message builder uses; zeros when empty."""
+    expected = coco_mask.toBbox(coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))).tolist()
+    assert list(box_xywh(mask)) == [int(v) for v in expected]
+
+
+def test_label_image_gives_each_mask_its_value_and_leaves_the_rest_zero():
+    first, second = np.zeros((4, 6), bool), np.zeros((4, 6), bool)
+    first[0, :2], second[3, 4:] = True, True
+    labels = label_image((4, 6), [first, second])
+    assert labels.dtype == np.uint16
+    assert np.array_equal(labels == 1, first) and np.array_equal(labels == 2, second)
+    assert (labels[~(first | second)] == 0).all()

@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 
 from segmentation_node.contract import GateState, Reason, Role, Source
+from segmentation_node.masks import greedy_match
 from segmentation_node.perception.actionability import Conditions, Instance, decide
 from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.metrics import (
-    CocoMaskAP, TemporalStability, boundary_f_score, match_by_iou, pixel_recall)
+    CocoMaskAP, TemporalStability, boundary_f_score, pixel_recall)
 from segmentation_node.perception.ontology import load_ontology
 from segmentation_node.perception.tracking import CrossViewIdentity, Track, ViewGeometry, ViewTracker
 from segmentation_node.perception.types import Detection
@@ -77,7 +78,7 @@ def test_boundary_f_and_recall():
 def test_matching_and_coco_ap():
     truths = [disc((20, 20)), disc((40, 70))]
     predictions = [disc((40, 71)), disc((20, 20)), disc((5, 90), 3)]
-    assert {(i, j) for i, j, _ in match_by_iou(predictions, truths)} == {(0, 1), (1, 0)}
+    assert {(i, j) for i, j, _ in greedy_match(predictions, truths, 0.1)} == {(0, 1), (1, 0)}
     perfect = CocoMaskAP(["part_a"])
     perfect.add_image([("part_a", t) for t in truths], [("part_a", t, 0.9) for t in truths])
     assert perfect.evaluate()["AP"] == pytest.approx(1.0)
@@ -155,27 +156,62 @@ def test_blocked_target_is_demoted_but_others_stay_pickable(ontology):
     assert verdict.blocked_targets == {1: Reason.FORBIDDEN_NEAR_TARGET}
 
 
-def test_pipeline_merges_one_object_found_by_two_prompts(ontology):
+class ScriptedBackend:
+    """Backend double: every view gets the same detections, as a detector would answer."""
+    name, model_version = "scripted", "scripted-1"
+
+    def __init__(self, detections):
+        self.detections = detections
+
+    def process(self, views, prompts, keyframe):
+        return [list(self.detections) for _ in views]
+
+    def reset(self):
+        pass
+
+
+def one_frame_set(ontology, detections, intent):
+    """One 64x96 view through the whole pipeline, offline conditions."""
     from segmentation_node.perception.pipeline import PerceptionPipeline
-
-    class TwoPromptsOneDisc:
-        """Backend double standing in for a detector that answers two prompts of one class."""
-        name, model_version = "double", "double-1"
-
-        def process(self, views, prompts, keyframe):
-            return [[Detection(disc((20, 20)), 0.7, "part_a", "metal disc"),
-                     Detection(disc((20, 21)), 0.9, "part_a", "defective metal disc", attributes=("defective",))]
-                    for _ in views]
-
-        def reset(self):
-            pass
-
     from segmentation_node.perception.types import CameraFrame
 
-    pipeline = PerceptionPipeline(TwoPromptsOneDisc(), ontology, geometry={})
-    pipeline.set_intent(resolve_intent("defective items only", ontology))
-    outcome = pipeline.process([CameraFrame("cam_top", 0, np.zeros((64, 96, 3), np.uint8))], Conditions.offline())
+    pipeline = PerceptionPipeline(ScriptedBackend(detections), ontology, geometry={})
+    pipeline.set_intent(resolve_intent(intent, ontology))
+    return pipeline.process([CameraFrame("cam_top", 0, np.zeros((64, 96, 3), np.uint8))], Conditions.offline())
+
+
+def test_pipeline_merges_one_object_found_by_two_prompts(ontology):
+    detections = [Detection(disc((20, 20)), 0.7, "part_a", "metal disc"),
+                  Detection(disc((20, 21)), 0.9, "part_a", "defective metal disc", attributes=("defective",))]
+    outcome = one_frame_set(ontology, detections, "defective items only")
     (merged,) = outcome.views["cam_top"]
     assert merged.score == 0.9 and merged.attributes == ("defective",)
     # A target under "defective items only", held back only because its track is one frame old.
     assert outcome.verdict.blocked_targets == {merged.track_id: Reason.UNSTABLE}
+
+
+def test_overlapping_targets_are_made_disjoint_and_match_the_label_image_exactly(ontology):
+    """Issue 14: for every target, its wire RLE decodes to exactly the pixels of its value in
+    target_labels. Where targets overlap, the higher score keeps the pixels; a forbidden region
+    keeps its full extent (its overlap with a target is what blocks that target)."""
+    from segmentation_node.masks import label_image, mask_from_counts, rle_counts
+
+    weak, strong, third = disc((30, 40), 12), disc((30, 52), 12), disc((30, 62), 9)
+    hand = disc((30, 46), 6)
+    outcome = one_frame_set(ontology, [
+        Detection(weak, 0.6, "part_a", "metal disc"), Detection(strong, 0.9, "part_b", "plastic cap"),
+        Detection(third, 0.8, "part_a", "metal disc"), Detection(hand, 0.95, "hand", "hand")], "pick everything")
+    instances = outcome.views["cam_top"]
+    # Target-class instances; decide() may have demoted some to IGNORE (one frame old, the hand).
+    targets = [i for i in instances if i.label in ("part_a", "part_b")]
+    assert len(targets) == 3 and (weak & strong).any() and (strong & third).any()
+    by_score = {round(t.score, 2): t.mask for t in targets}
+    assert np.array_equal(by_score[0.9], strong)  # the best keeps all of its pixels
+    assert np.array_equal(by_score[0.8], third & ~strong)
+    assert np.array_equal(by_score[0.6], weak & ~strong)
+    labels = label_image((64, 96), [t.mask for t in targets])
+    for value, target in enumerate(targets, start=1):
+        decoded = mask_from_counts(rle_counts(target.mask), 64, 96)
+        assert np.array_equal(decoded, labels == value), f"target {value}: RLE and label image differ"
+    (forbidden,) = [i for i in instances if i.role is Role.FORBIDDEN]
+    assert np.array_equal(forbidden.mask, hand)

@@ -23,7 +23,7 @@ import numpy as np
 
 from segmentation_node import __version__
 from segmentation_node.atomic_io import atomic_write_bytes, fsync_directory
-from segmentation_node.masks import coco_rle
+from segmentation_node.masks import coco_mask_fields
 
 OPEN_DIR, SEALED_DIR = "open", "shards"
 SHARD_INFO = "shard.json"
@@ -129,11 +129,9 @@ class ShardWriter:
 
 
 def _instance_json(instance: LoggedInstance) -> dict:
-    ys, xs = np.nonzero(instance.mask)
-    bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)] if xs.size else [0, 0, 0, 0]
     return {"track_id": instance.track_id, "label": instance.label, "role": instance.role,
             "attributes": list(instance.attributes), "score": round(float(instance.score), 6),
-            "segmentation": coco_rle(instance.mask), "area": int(xs.size), "bbox": bbox}
+            **coco_mask_fields(instance.mask)}
 
 
 def _read_records(shard: Path) -> list[dict]:

@@ -12,8 +12,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from segmentation_node.masks import coco_rle
-from segmentation_node.perception.tracking import mask_iou
+from segmentation_node.masks import coco_mask_fields, coco_rle
 
 
 def boundary_f_score(prediction: np.ndarray, truth: np.ndarray, tolerance: int = 2) -> float:
@@ -40,22 +39,6 @@ def pixel_recall(predicted: np.ndarray, truth: np.ndarray) -> float | None:
     return np.count_nonzero(predicted & truth) / total if total else None
 
 
-def match_by_iou(predictions: list[np.ndarray], truths: list[np.ndarray],
-                 min_iou: float = 0.1) -> list[tuple[int, int, float]]:
-    """Greedy one-to-one matching, best IoU first: (prediction index, truth index, IoU)."""
-    pairs = sorted(((mask_iou(p, t), i, j) for i, p in enumerate(predictions) for j, t in enumerate(truths)),
-                   reverse=True)
-    used_p, used_t, matches = set(), set(), []
-    for iou, i, j in pairs:
-        if iou < min_iou:
-            break
-        if i not in used_p and j not in used_t:
-            used_p.add(i)
-            used_t.add(j)
-            matches.append((i, j, iou))
-    return matches
-
-
 @dataclass
 class CocoMaskAP:
     """Accumulates images of ground truth and scored predictions; `evaluate` runs COCOeval."""
@@ -70,10 +53,9 @@ class CocoMaskAP:
         height, width = (truth[0][1] if truth else predictions[0][1]).shape
         self._images.append({"id": image_id, "width": width, "height": height})
         for label, mask in truth:
-            x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
             self._truth.append({"id": len(self._truth) + 1, "image_id": image_id,
-                                "category_id": self.categories.index(label) + 1, "segmentation": coco_rle(mask),
-                                "area": int(mask.sum()), "bbox": [x, y, w, h], "iscrowd": 0})
+                                "category_id": self.categories.index(label) + 1, **coco_mask_fields(mask),
+                                "iscrowd": 0})
         for label, mask, score in predictions:
             self._predictions.append({"image_id": image_id, "category_id": self.categories.index(label) + 1,
                                       "segmentation": coco_rle(mask), "score": float(score)})

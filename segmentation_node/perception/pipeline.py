@@ -9,12 +9,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
+
 from segmentation_node.contract import Role, Source
 from segmentation_node.perception.actionability import (
     ActionabilityConfig, Conditions, Instance, Verdict, assign_role, decide)
 from segmentation_node.perception.intent import ResolvedIntent, forbidden_prompts
 from segmentation_node.perception.ontology import Ontology
-from segmentation_node.perception.tracking import CrossViewIdentity, ViewGeometry, ViewTracker, mask_iou
+from segmentation_node.masks import mask_iou
+from segmentation_node.perception.tracking import CrossViewIdentity, ViewGeometry, ViewTracker
 from segmentation_node.perception.types import CameraFrame, Detection, SegmentationBackend
 
 # Target-class detections below this share of their class threshold are noise, not "low confidence".
@@ -132,4 +135,18 @@ class PerceptionPipeline:
                                           1.0, detection.mask))
         for instance in instances:
             instance.role = assign_role(instance, self.ontology, self.intent)
+        return _disjoint_targets(instances)
+
+
+def _disjoint_targets(instances: list[Instance]) -> list[Instance]:
+    """A view's targets share no pixel: where two overlap, the higher score keeps it (then the
+    lower track id), so every target's mask is exactly its value in the view's label image. A
+    target left with no pixel is dropped. Forbidden regions keep their full extent."""
+    targets = sorted((i for i in instances if i.role is Role.TARGET), key=lambda i: (-i.score, i.track_id))
+    if len(targets) < 2:
         return instances
+    claimed = np.zeros(targets[0].mask.shape, bool)
+    for target in targets:
+        target.mask = target.mask & ~claimed
+        claimed |= target.mask
+    return [i for i in instances if i.role is not Role.TARGET or i.mask.any()]

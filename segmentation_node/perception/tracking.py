@@ -10,13 +10,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from segmentation_node.masks import bounding_box
+from segmentation_node.masks import bounding_box, greedy_match
 from segmentation_node.perception.types import Detection
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 0.0
 
 
 @dataclass
@@ -43,18 +38,11 @@ class ViewTracker:
 
     def update(self, detections: list[Detection]) -> list[Track]:
         """The track of each detection, in order. Unmatched tracks age; stale ones are dropped."""
-        pairs = []
-        for d_index, detection in enumerate(detections):
-            for t_index, track in enumerate(self.tracks):
-                if track.label == detection.label:
-                    iou = mask_iou(track.mask, detection.mask)
-                    if iou >= self.min_iou:
-                        pairs.append((iou, d_index, t_index))
         assigned: dict[int, Track] = {}
         used_tracks = set()
-        for iou, d_index, t_index in sorted(pairs, reverse=True):
-            if d_index in assigned or t_index in used_tracks:
-                continue
+        for d_index, t_index, iou in greedy_match(
+                [d.mask for d in detections], [t.mask for t in self.tracks], self.min_iou,
+                lambda d, t: detections[d].label == self.tracks[t].label):
             track = self.tracks[t_index]
             # The first match sets stability outright; later ones smooth it.
             track.stability = iou if track.hits == 1 else self.smoothing * track.stability + (1 - self.smoothing) * iou

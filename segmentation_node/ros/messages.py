@@ -10,7 +10,7 @@ from std_msgs.msg import Header
 from segmentation_node import contract
 from segmentation_node.gate import GateStatus
 from segmentation_node.image_codec import fields_of
-from segmentation_node.masks import rle_counts
+from segmentation_node.masks import box_xywh, rle_counts
 from segmentation_node.perception.actionability import Instance
 from segmentation_node.perception.intent import ResolvedIntent
 from workcell_segmentation.msg import ActiveIntent, GateState, InstanceMask, MaskRLE
@@ -54,7 +54,7 @@ def active_intent_message(intent: ResolvedIntent, sequence: int, operator_id: st
 
 
 def instance_message(instance: Instance, label_value: int) -> InstanceMask:
-    x, y, w, h = _bbox(instance.mask)
+    x, y, w, h = box_xywh(instance.mask)
     height, width = instance.mask.shape
     return InstanceMask(
         track_id=instance.track_id, label=instance.label, attributes=list(instance.attributes),
@@ -63,15 +63,6 @@ def instance_message(instance: Instance, label_value: int) -> InstanceMask:
         bbox=RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h), area=int(instance.mask.sum()),
         label_value=label_value,
         mask=MaskRLE(height=height, width=width, counts=rle_counts(instance.mask)))
-
-
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
-    if not rows.any():
-        return 0, 0, 0, 0
-    top, bottom = np.flatnonzero(rows)[[0, -1]]
-    left, right = np.flatnonzero(cols)[[0, -1]]
-    return int(left), int(top), int(right - left + 1), int(bottom - top + 1)
 
 
 def image_message(header: Header, array: np.ndarray, encoding: str) -> Image:

@@ -42,6 +42,7 @@ from segmentation_node.flywheel.pseudo_labels import PseudoLabelPolicy
 from segmentation_node.gate import printable
 from segmentation_node.gate_monitor import GateMonitor
 from segmentation_node.image_codec import ImageError, check_format
+from segmentation_node.masks import label_image
 from segmentation_node.overlay import OverlayItem, draw_overlay
 from segmentation_node.perception.actionability import ActionabilityConfig, Conditions, Verdict, decide
 from segmentation_node.perception.intent import IntentError, resolve_intent
@@ -617,9 +618,7 @@ class SegmentationNode(LifecycleNode):
         built = []
         shape = (message.height, message.width)
         if "target_labels" in pubs:
-            labels = np.zeros(shape, np.uint16)
-            for value, instance in enumerate(targets, start=1):
-                labels[instance.mask] = value
+            labels = label_image(shape, [target.mask for target in targets])
             forbidden = np.zeros(shape, np.uint8)
             for instance in instances:
                 if instance.role is Role.FORBIDDEN:

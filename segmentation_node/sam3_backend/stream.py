@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segmentation_node.masks import greedy_match
 from segmentation_node.sam3_backend.builder import Sam3Model
 
 
@@ -134,18 +135,9 @@ class TrackerStream:
     def _associate(self, detections: Sequence[KeyframeDetection]) -> list[TrackedObject]:
         """Greedy mask-IoU matching to the previous tracks of the same prompt; the rest get new
         ids. Tracks the detector no longer reports end here."""
-        pairs = sorted(((_mask_iou(d.mask, t.mask), di, ti)
-                        for di, d in enumerate(detections)
-                        for ti, t in enumerate(self.tracks) if t.prompt == d.prompt),
-                       reverse=True)
-        matched: dict[int, int] = {}
-        used_tracks: set[int] = set()
-        for iou, di, ti in pairs:
-            if iou < self.match_iou:
-                break
-            if di not in matched and ti not in used_tracks:
-                matched[di] = self.tracks[ti].track_id
-                used_tracks.add(ti)
+        matched = {di: self.tracks[ti].track_id for di, ti, _ in greedy_match(
+            [d.mask for d in detections], [t.mask for t in self.tracks], self.match_iou,
+            lambda di, ti: detections[di].prompt == self.tracks[ti].prompt)}
         tracks = []
         for di, detection in enumerate(detections):
             track_id = matched.get(di)
@@ -160,7 +152,3 @@ class TrackerStream:
     def _empty_memory() -> dict:
         return {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
 
-
-def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0

@@ -14,8 +14,8 @@ from segmentation_node.contract import Role
 from segmentation_node.perception.actionability import Conditions
 from segmentation_node.perception.classical import ColorClassifier
 from segmentation_node.perception.intent import resolve_intent
-from segmentation_node.perception.metrics import (
-    CocoMaskAP, TemporalStability, boundary_f_score, match_by_iou)
+from segmentation_node.masks import greedy_match
+from segmentation_node.perception.metrics import CocoMaskAP, TemporalStability, boundary_f_score
 from segmentation_node.perception.ontology import load_ontology
 from segmentation_node.perception.pipeline import FrameSetOutcome, PerceptionPipeline
 from segmentation_node.perception.types import CameraFrame
@@ -25,6 +25,7 @@ from segmentation_node.synthetic.scene import Clip, ClipConfig, FrameState, gene
 
 FORBIDDEN_TRUTH = ("hand", "tool", "fixture")
 HALF_VISIBLE = 0.5
+MATCH_IOU = 0.1  # a guess overlapping a true instance this much is its match (then scored by IoU)
 
 
 @dataclass
@@ -91,8 +92,8 @@ def evaluate_clip(clip: Clip, pipeline: PerceptionPipeline,
             for label in pickable:
                 truths = [t for t in render.instances if t.label == label and t.visible_fraction > HALF_VISIBLE]
                 guesses = [p for p in predicted if p.label == label]
-                matches = {j: (i, iou) for i, j, iou in match_by_iou([g.mask for g in guesses],
-                                                                    [render.mask(t.track_id) for t in truths])}
+                matches = {j: (i, iou) for i, j, iou in greedy_match([g.mask for g in guesses],
+                                                                    [render.mask(t.track_id) for t in truths], MATCH_IOU)}
                 for j, truth in enumerate(truths):
                     i, iou = matches.get(j, (None, 0.0))
                     ious.append(iou)

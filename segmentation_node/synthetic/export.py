@@ -23,7 +23,7 @@ from segmentation_node.atomic_io import atomic_write_bytes
 from segmentation_node.bag_records import FrameSetRecord, InstanceRecord, ViewRecord, to_message
 from segmentation_node.contract import PACKAGE
 from segmentation_node.package_files import message_definitions
-from segmentation_node.masks import coco_rle
+from segmentation_node.masks import coco_mask_fields
 from segmentation_node.synthetic.camera import PinholeCamera
 from segmentation_node.synthetic.render import ViewRender, render_frame_set
 from segmentation_node.synthetic.scene import DEFAULT_ROLES, Clip
@@ -83,8 +83,7 @@ class CocoWriter:
             self.dataset["annotations"].append({
                 "id": len(self.dataset["annotations"]) + 1, "image_id": image_id,
                 "category_id": CATEGORIES.index(instance.label) + 1,
-                "segmentation": coco_rle(view.mask(instance.track_id)),
-                "area": instance.area, "bbox": list(instance.bbox), "iscrowd": 0,
+                **coco_mask_fields(view.mask(instance.track_id)), "iscrowd": 0,
                 "track_id": instance.track_id, "role": instance.role.name.lower(),
                 "attributes": list(instance.attributes),
                 "visible_fraction": round(instance.visible_fraction, 6)})

@@ -27,7 +27,6 @@ class InstanceTruth:
     role: Role
     area: int                      # visible pixels
     visible_fraction: float        # visible pixels / pixels the object would cover unoccluded
-    bbox: tuple[int, int, int, int]  # x, y, width, height of the visible pixels
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,9 +139,8 @@ def _instances(frame: FrameState, instance_map: np.ndarray, unoccluded: dict[int
         area = int(mask.sum())
         if area == 0:
             continue
-        x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
         instances.append(InstanceTruth(obj.track_id, obj.label, obj.attributes, obj.role, area,
-                                       area / max(unoccluded[obj.track_id], area), (x, y, w, h)))
+                                       area / max(unoccluded[obj.track_id], area)))
     return tuple(instances)
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as coco_mask
 
-from segmentation_node.masks import mask_from_counts
+from segmentation_node.masks import box_xywh, mask_from_counts
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,10 @@ def decode_segmentation(segmentation: dict, height: int, width: int) -> np.ndarr
 
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
     """Pixel extent (x0, y0, x1, y1) of a non-empty mask; x1/y1 exclusive."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if not rows.size:
+    x, y, width, height = box_xywh(mask)
+    if not width:
         raise ValueError("empty mask has no box")
-    return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
+    return float(x), float(y), float(x + width), float(y + height)
 
 
 def annotated_objects(instances: Sequence[Instance], masks: np.ndarray) -> list[AnnotatedObject]:
