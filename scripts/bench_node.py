@@ -37,6 +37,7 @@ from std_msgs.msg import Header
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from segmentation_node.benchmarking import memcpy_ms  # noqa: E402
 from segmentation_node.contract import SEGMENTATION_NODE  # noqa: E402
 from segmentation_node.ros.messages import endpoint_qos, image_message, nanoseconds, stamp_of  # noqa: E402
 from segmentation_node.synthetic.classical_setup import commission, train_classifier  # noqa: E402
@@ -97,17 +98,6 @@ def build_cell(views: int, width: int, height: int, folder: Path):
     return [camera.name for camera in clip.cameras], [render_frame_set(clip, i) for i in range(FRAME_SETS)]
 
 
-def memcpy_ms(views: int, width: int, height: int) -> float:
-    source = np.random.default_rng(0).integers(0, 255, (views, height, width, 3), dtype=np.uint8)
-    target = np.empty_like(source)
-    times = []
-    for _ in range(30):
-        started = time.perf_counter()
-        np.copyto(target, source)
-        times.append((time.perf_counter() - started) * 1000.0)
-    return float(np.median(times))
-
-
 def run(views: int, width: int, height: int, rate_hz: float, seconds: float, memory: bool) -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench_node_"))
     cameras, renders = build_cell(views, width, height, folder)
@@ -160,7 +150,7 @@ def run(views: int, width: int, height: int, rate_hz: float, seconds: float, mem
             except subprocess.TimeoutExpired:  # a node starved by the load; the numbers are taken
                 process.kill()
                 process.wait()
-    report(views, width, height, rate_hz, seconds, sent, rig, memcpy_ms(views, width, height), memory_samples)
+    report(views, width, height, rate_hz, seconds, sent, rig, memcpy_ms((views, height, width, 3)), memory_samples)
 
 
 def report(views, width, height, rate_hz, seconds, sent, rig, copy_ms, memory_samples) -> None:

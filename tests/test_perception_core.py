@@ -192,23 +192,23 @@ def test_pipeline_merges_one_object_found_by_two_prompts(ontology):
 
 def test_overlapping_targets_are_made_disjoint_and_match_the_label_image_exactly(ontology):
     """Issue 14: for every target, its wire RLE decodes to exactly the pixels of its value in
-    target_labels. Where targets overlap, the higher score keeps the pixels; a forbidden region
+    target_labels. Where targets overlap, the smaller mask keeps the pixels; a forbidden region
     keeps its full extent (its overlap with a target is what blocks that target)."""
     from segmentation_node.masks import label_image, mask_from_counts, rle_counts
 
-    weak, strong, third = disc((30, 40), 12), disc((30, 52), 12), disc((30, 62), 9)
+    large, middle, small = disc((30, 40), 12), disc((30, 52), 10), disc((30, 62), 8)
     hand = disc((30, 46), 6)
     outcome = one_frame_set(ontology, [
-        Detection(weak, 0.6, "part_a", "metal disc"), Detection(strong, 0.9, "part_b", "plastic cap"),
-        Detection(third, 0.8, "part_a", "metal disc"), Detection(hand, 0.95, "hand", "hand")], "pick everything")
+        Detection(large, 0.9, "part_a", "metal disc"), Detection(middle, 0.6, "part_b", "plastic cap"),
+        Detection(small, 0.8, "part_a", "metal disc"), Detection(hand, 0.95, "hand", "hand")], "pick everything")
     instances = outcome.views["cam_top"]
     # Target-class instances; decide() may have demoted some to IGNORE (one frame old, the hand).
     targets = [i for i in instances if i.label in ("part_a", "part_b")]
-    assert len(targets) == 3 and (weak & strong).any() and (strong & third).any()
+    assert len(targets) == 3 and (large & middle).any() and (middle & small).any()
     by_score = {round(t.score, 2): t.mask for t in targets}
-    assert np.array_equal(by_score[0.9], strong)  # the best keeps all of its pixels
-    assert np.array_equal(by_score[0.8], third & ~strong)
-    assert np.array_equal(by_score[0.6], weak & ~strong)
+    assert np.array_equal(by_score[0.8], small)  # the smallest keeps all of its pixels
+    assert np.array_equal(by_score[0.6], middle & ~small)
+    assert np.array_equal(by_score[0.9], large & ~middle)
     labels = label_image((64, 96), [t.mask for t in targets])
     for value, target in enumerate(targets, start=1):
         decoded = mask_from_counts(rle_counts(target.mask), 64, 96)
