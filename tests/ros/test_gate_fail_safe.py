@@ -183,6 +183,7 @@ def test_fifty_pauses_at_random_moments_leave_nothing_for_the_planner(rig, tmp_p
     the other publisher), and the planner guard accepts none of them."""
     chooser = random.Random(13)
     pauses = []
+    results_before, gates_before_test = len(rig.results), len(rig.gates)  # earlier tests' gates differ
     with operator(rig, tmp_path, "operator_pauses"):
         for _ in range(50):
             rig.resume_until_actionable()
@@ -194,20 +195,21 @@ def test_fifty_pauses_at_random_moments_leave_nothing_for_the_planner(rig, tmp_p
             assert rig.command(Command.PAUSE, reason="random pause").accepted
             pauses.append(rig.gate_after(gates_before, lambda g: g.state == State.PAUSED, "PAUSED"))
         rig.result_after(len(rig.results), lambda r: True, "a last result")
-    events = sorted([(r.at_ns, 1, r) for r in rig.results] + [(g.at_ns, 0, g) for g in rig.gates],
-                    key=lambda e: (e[0], e[1]))
+    events = sorted([(r.at_ns, 1, r) for r in rig.results[results_before:]]
+                    + [(g.at_ns, 0, g) for g in rig.gates[gates_before_test:]], key=lambda e: (e[0], e[1]))
     guard = PlannerGuard(max_age_s=5.0, gate_timeout_s=GATE_TIMEOUT_S)
     accepted_after_pause = late_raw = 0
-    paused_epoch = None
+    paused_epoch = stop = None
     for at_ns, kind, item in events:
         message = item.message
         if kind == 0:
             guard.on_gate(message.state, message.transition_count, message.heartbeat_period_s, at_ns)
             paused_epoch = message.transition_count if message.state != State.RUNNING else None
+            stop = (at_ns, message.state, message.transition_count, message.operator_id, message.reason)
             continue
         assert not message.actionable or message.gate_state == State.RUNNING
         if paused_epoch is not None and message.actionable:
-            assert message.gate_epoch < paused_epoch, "decided under the PAUSE itself"
+            assert message.gate_epoch < paused_epoch, f"decided under the stop {stop}, received at {at_ns}"
             late_raw += 1
         decision = guard.check(message.actionable, message.gate_state, message.gate_epoch, stamp_ns(item), at_ns)
         if decision.accepted and paused_epoch is not None:
