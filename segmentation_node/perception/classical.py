@@ -192,6 +192,7 @@ class ClassicalBackend:
         defect = classes == self.classifier.index(DEFECT_CLASS) if DEFECT_CLASS in self.classifier.classes \
             else np.zeros(classes.shape, bool)
         detections, seeds, seed_labels = [], [], []
+        near_change, edges = _grow(foreground, 2), None  # edges: only once a part class needs them
         for label in labels:
             typical = self.classifier.typical_area.get(label, 200.0)
             mask = classes == self.classifier.index(label)
@@ -199,13 +200,13 @@ class ClassicalBackend:
                 mask &= foreground
                 mask |= defect & _grow(mask, 2)  # scratches belong to the part they are on
             elif label not in self.static_classes:
-                mask &= _grow(foreground, 2)
+                mask &= near_change
             mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)).astype(bool)
             pieces = _components(mask, max(12, int(0.15 * typical)))
             if label not in self.split_parts:
                 detections += [Detection(p, _score(confidence, p), label) for p in pieces]
                 continue
-            edges = _edges(view.image)
+            edges = _edges(view.image) if edges is None else edges
             for component in pieces:
                 for piece in _split_touching(component, typical, edges):
                     seeds.append(piece)
