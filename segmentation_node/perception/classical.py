@@ -193,16 +193,23 @@ class ClassicalBackend:
             else np.zeros(classes.shape, bool)
         detections, seeds, seed_labels = [], [], []
         near_change, edges = _grow(foreground, 2), None  # edges: only once a part class needs them
+        # Classes that must have changed the scene can only be found near the change: their
+        # masks and components are worked out in its box (a fifth to a third of the view here).
+        changed_box = _box_around(near_change, margin=3) if near_change.any() else None
+        whole = (slice(None), slice(None))
         for label in labels:
+            box = whole if label in self.static_classes else changed_box
+            if box is None:
+                continue  # nothing changed: no part, hand or tool can be in view
             typical = self.classifier.typical_area.get(label, 200.0)
-            mask = classes == self.classifier.index(label)
+            mask = classes[box] == self.classifier.index(label)
             if label in self.split_parts:
-                mask &= foreground
-                mask |= defect & _grow(mask, 2)  # scratches belong to the part they are on
+                mask &= foreground[box]
+                mask |= defect[box] & _grow(mask, 2)  # scratches belong to the part they are on
             elif label not in self.static_classes:
-                mask &= near_change
+                mask &= near_change[box]
             mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)).astype(bool)
-            pieces = _components(mask, max(12, int(0.15 * typical)))
+            pieces = [_in_view(piece, box, classes.shape) for piece in _components(mask, max(12, int(0.15 * typical)))]
             if label not in self.split_parts:
                 detections += [Detection(p, _score(confidence, p), label) for p in pieces]
                 continue
@@ -284,6 +291,15 @@ def _split_touching(component: np.ndarray, typical_area: float, edges: np.ndarra
             piece[box] = inside
             pieces.append(piece)
     return pieces
+
+
+def _in_view(piece: np.ndarray, box: tuple[slice, slice], shape: tuple[int, int]) -> np.ndarray:
+    """A mask found inside `box`, as a mask of the whole view."""
+    if piece.shape == shape:
+        return piece
+    full = np.zeros(shape, bool)
+    full[box] = piece
+    return full
 
 
 def _box_around(mask: np.ndarray, margin: int = 2) -> tuple[slice, slice]:
