@@ -1,6 +1,7 @@
 """The safety gate fails safe over real DDS: operator_intent, segmentation (classical backend)
 and an independent consumer in their own processes. A PAUSE on a broken disk, a gate killed with
 -9, a forged gate publisher: the cell stops, says why, and the nodes keep running."""
+import contextlib
 import os
 import random
 import shutil
@@ -151,29 +152,39 @@ def test_a_killed_gate_is_a_lost_gate_and_a_restarted_one_is_paused(rig, tmp_pat
 def test_gate_state_from_anyone_but_the_gate_makes_nothing_actionable(rig, tmp_path):
     with operator(rig, tmp_path, "operator_forged") as process:
         rig.resume_until_actionable()
-        mallory = Node("mallory")
-        forged = mallory.create_publisher(GateState, "gate_state", endpoint_qos(OPERATOR_NODE, "gate_state"))
-        for state in (State.RUNNING, 99):
-            forged.publish(GateState(state=int(state), transition_count=99, operator_id="mallory"))
-        index = len(rig.results)
-        blocked = rig.result_after(index, lambda r: Reason.GATE_LOST in r.reason_codes, "GATE_LOST for mallory")
-        assert "/mallory" in " ".join(blocked.message.reasons)
-        after = rig.results.index(blocked)
-        rig.wait(lambda: len(rig.results) >= after + 4, "more results while mallory publishes")
-        assert not any(r.message.actionable for r in rig.results[after:])
-        mallory.destroy_node()
+        with forger(rig) as forged:
+            for state in (State.RUNNING, 99):
+                forged.publish(GateState(state=int(state), transition_count=99, operator_id="mallory"))
+            index = len(rig.results)
+            # The graph may know the new publisher before it knows its node's name: a stranger
+            # either way, named once the name has arrived.
+            blocked = rig.result_after(index, lambda r: Reason.GATE_LOST in r.reason_codes
+                                       and "/mallory" in " ".join(r.reasons), "GATE_LOST naming mallory")
+            assert not any(r.message.actionable for r in rig.results[index:])
+            after = rig.results.index(blocked)
+            rig.wait(lambda: len(rig.results) >= after + 4, "more results while mallory publishes")
+            assert not any(r.message.actionable for r in rig.results[after:])
         index = len(rig.results)
         rig.result_after(index, lambda r: r.actionable, "actionable again once mallory is gone")
         # Forged RUNNING while the real gate is PAUSED: still nothing.
         assert rig.command(Command.PAUSE).accepted
-        mallory = Node("mallory")
-        forged = mallory.create_publisher(GateState, "gate_state", endpoint_qos(OPERATOR_NODE, "gate_state"))
-        forged.publish(GateState(state=int(State.RUNNING), transition_count=1000, operator_id="mallory"))
-        index = len(rig.results)
-        rig.result_after(index, lambda r: Reason.GATE_LOST in r.reason_codes, "GATE_LOST while paused")
-        assert not any(r.message.actionable for r in rig.results[index:])
-        mallory.destroy_node()
+        with forger(rig) as forged:
+            forged.publish(GateState(state=int(State.RUNNING), transition_count=1000, operator_id="mallory"))
+            index = len(rig.results)
+            rig.result_after(index, lambda r: Reason.GATE_LOST in r.reason_codes, "GATE_LOST while paused")
+            assert not any(r.message.actionable for r in rig.results[index:])
         assert process.poll() is None and rig.segmentation.poll() is None
+
+
+@contextlib.contextmanager
+def forger(rig):
+    """A node "mallory" in the consumer's process publishing on gate_state; always removed, so
+    a failed check cannot leave a stranger behind for the next test."""
+    mallory = Node("mallory")
+    try:
+        yield mallory.create_publisher(GateState, "gate_state", endpoint_qos(OPERATOR_NODE, "gate_state"))
+    finally:
+        mallory.destroy_node()
 
 
 def test_fifty_pauses_at_random_moments_leave_nothing_for_the_planner(rig, tmp_path):
