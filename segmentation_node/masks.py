@@ -36,9 +36,13 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 def greedy_match(first: Sequence[np.ndarray], second: Sequence[np.ndarray], min_iou: float,
                  may_pair: Callable[[int, int], bool] = lambda i, j: True) -> list[tuple[int, int, float]]:
     """One-to-one pairs (index in first, index in second, IoU) by mask IoU, best first, each at
-    least min_iou; `may_pair(i, j)` rules pairs out before any IoU is computed (other class)."""
-    pairs = sorted(((iou, i, j) for i, a in enumerate(first) for j, b in enumerate(second)
-                    if may_pair(i, j) and (iou := mask_iou(a, b)) >= min_iou), reverse=True)
+    least min_iou; `may_pair(i, j)` rules pairs out before any IoU is computed (other class).
+
+    Each mask is scanned once for its box and area; a pair costs nothing when the boxes do not
+    meet and only their overlap otherwise (most pairs of a view are different objects)."""
+    boxed_first, boxed_second = [_boxed(mask) for mask in first], [_boxed(mask) for mask in second]
+    pairs = sorted(((iou, i, j) for i, a in enumerate(boxed_first) for j, b in enumerate(boxed_second)
+                    if may_pair(i, j) and (iou := _boxed_iou(first[i], a, second[j], b)) >= min_iou), reverse=True)
     used_first, used_second, matches = set(), set(), []
     for iou, i, j in pairs:
         if i not in used_first and j not in used_second:
@@ -46,6 +50,23 @@ def greedy_match(first: Sequence[np.ndarray], second: Sequence[np.ndarray], min_
             used_second.add(j)
             matches.append((i, j, iou))
     return matches
+
+
+def _boxed(mask: np.ndarray) -> tuple[tuple[slice, slice] | None, int]:
+    box = bounding_box(mask)
+    return box, (0 if box is None else int(np.count_nonzero(mask[box])))
+
+
+def _boxed_iou(a: np.ndarray, boxed_a, b: np.ndarray, boxed_b) -> float:
+    (box_a, area_a), (box_b, area_b) = boxed_a, boxed_b
+    if box_a is None or box_b is None:
+        return 0.0
+    rows = slice(max(box_a[0].start, box_b[0].start), min(box_a[0].stop, box_b[0].stop))
+    columns = slice(max(box_a[1].start, box_b[1].start), min(box_a[1].stop, box_b[1].stop))
+    if rows.start >= rows.stop or columns.start >= columns.stop:
+        return 0.0
+    inter = int(np.count_nonzero(a[rows, columns] & b[rows, columns]))
+    return inter / (area_a + area_b - inter)
 
 
 def rle_counts(mask: np.ndarray) -> list[int]:

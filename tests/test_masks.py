@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from segmentation_node.masks import bounding_box, box_xywh, coco_rle, label_image, mask_from_counts, rle_counts
+from segmentation_node.masks import (
+    bounding_box, box_xywh, coco_rle, greedy_match, label_image, mask_from_counts, mask_iou, rle_counts)
 
 
 def _cases():
@@ -82,3 +83,32 @@ def test_label_image_gives_each_mask_its_value_and_leaves_the_rest_zero():
     assert labels.dtype == np.uint16
     assert np.array_equal(labels == 1, first) and np.array_equal(labels == 2, second)
     assert (labels[~(first | second)] == 0).all()
+
+
+def test_greedy_match_on_boxes_equals_the_pairwise_full_frame_iou():
+    """The box shortcut changes the cost, never the pairs: same matches as comparing every pair
+    of full-frame masks, on random blobs that sometimes overlap and sometimes are empty."""
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        def blobs(count):
+            out = []
+            for _ in range(count):
+                mask = np.zeros((40, 50), bool)
+                if rng.random() > 0.1:
+                    top, left = rng.integers(0, 35), rng.integers(0, 45)
+                    mask[top:top + rng.integers(1, 15), left:left + rng.integers(1, 15)] = True
+                    mask &= rng.random(mask.shape) > 0.2
+                out.append(mask)
+            return out
+        first, second = blobs(rng.integers(0, 6)), blobs(rng.integers(0, 6))
+        brute = sorted(((mask_iou(a, b), i, j) for i, a in enumerate(first) for j, b in enumerate(second)
+                        if mask_iou(a, b) >= 0.05), reverse=True)
+        expected, used_i, used_j = [], set(), set()
+        for iou, i, j in brute:
+            if i not in used_i and j not in used_j:
+                used_i.add(i)
+                used_j.add(j)
+                expected.append((i, j, iou))
+        got = greedy_match(first, second, 0.05)
+        assert [(i, j) for i, j, _ in got] == [(i, j) for i, j, _ in expected]
+        assert np.allclose([iou for *_, iou in got], [iou for *_, iou in expected])
