@@ -29,8 +29,7 @@ def box_xywh(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 0.0
+    return _boxed_iou(a, _boxed(a), b, _boxed(b))
 
 
 def greedy_match(first: Sequence[np.ndarray], second: Sequence[np.ndarray], min_iou: float,

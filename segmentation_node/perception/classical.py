@@ -283,14 +283,8 @@ def _split_touching(component: np.ndarray, typical_area: float, edges: np.ndarra
         markers[core] = index
     markers[~blob] = len(cores) + 1  # everything outside is one extra "background" seed
     cv2.watershed(np.dstack([blob.astype(np.uint8) * 255] * 3), markers)
-    pieces = []
-    for index in range(1, len(cores) + 1):
-        inside = (markers == index) & blob
-        if inside.any():
-            piece = np.zeros(component.shape, bool)
-            piece[box] = inside
-            pieces.append(piece)
-    return pieces
+    pieces = [(markers == index) & blob for index in range(1, len(cores) + 1)]
+    return [_in_view(piece, box, component.shape) for piece in pieces if piece.any()]
 
 
 def _in_view(piece: np.ndarray, box: tuple[slice, slice], shape: tuple[int, int]) -> np.ndarray:

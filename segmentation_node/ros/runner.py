@@ -76,8 +76,7 @@ class _StopRequest:
         self._previous.clear()
 
 
-def run_node(prog: str, description: str, build: Callable[[], rclpy.node.Node], args=None,
-             executor: Callable[[], Executor] | None = None) -> int:
+def run_node(prog: str, description: str, build: Callable[[], rclpy.node.Node], args=None) -> int:
     argv = remove_ros_args(args if args is not None else sys.argv)
     argparse.ArgumentParser(prog=prog, description=description,
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv[1:])
@@ -89,21 +88,23 @@ def run_node(prog: str, description: str, build: Callable[[], rclpy.node.Node], 
         else:
             rclpy.init(args=args)
         try:
-            return _build_spin_shutdown(prog, build, executor, stop)
+            return _build_spin_shutdown(prog, build, stop)
         finally:
             rclpy.try_shutdown()
     finally:
         stop.restore()
 
 
-def _build_spin_shutdown(prog: str, build, executor_factory, stop: _StopRequest) -> int:
+def _build_spin_shutdown(prog: str, build, stop: _StopRequest) -> int:
     threads_before = set(threading.enumerate())
     try:
         node = build()
     except ValueError as error:  # bad configuration: refuse to start, say why
         print(f"{prog}: {error}", file=sys.stderr)
         return 2
-    executor = executor_factory() if executor_factory else SingleThreadedExecutor()
+    # One thread for every callback: each node keeps its callbacks short and its slow work on
+    # threads of its own (rclpy's MultiThreadedExecutor busy-loops under load, segmentation.py).
+    executor = SingleThreadedExecutor()
     try:
         executor.add_node(node)
         while stop.signal is None and executor.context.ok():
