@@ -13,6 +13,7 @@ import rclpy
 from tests.ros.interface_samples import REPO
 
 TIMEOUT_S = 20.0
+RESEND_AFTER_S = 4.0
 
 
 @contextmanager
@@ -45,13 +46,25 @@ def spin_until(node, condition, what: str, timeout_s: float = TIMEOUT_S):
         rclpy.spin_once(node, timeout_sec=0.05)
 
 
-def call(node, service_type, name: str, request, timeout_s: float = TIMEOUT_S):
+def call(node, service_type, name: str, request, timeout_s: float = TIMEOUT_S, while_waiting=None):
+    """The service's response. The request is sent again when no answer came within
+    RESEND_AFTER_S: with a client this new, Fast DDS can drop the reply while its path is still
+    being matched ("failed to send response (timeout)" in the server's log). `while_waiting` is
+    called between spins (to keep cameras streaming while the call is out)."""
     client = node.create_client(service_type, name)
+    deadline = time.monotonic() + timeout_s
+    future, sent_at = None, 0.0
     try:
-        assert client.wait_for_service(timeout_sec=timeout_s), f"service {name} not available"
-        future = client.call_async(request)
-        rclpy.spin_until_future_complete(node, future, timeout_sec=timeout_s)
-        assert future.done(), f"no response from {name}"
+        while not (future and future.done()):
+            now = time.monotonic()
+            assert now < deadline, f"no response from {name}" if future else f"service {name} not available"
+            if client.service_is_ready() and (future is None or now - sent_at > RESEND_AFTER_S):
+                if future is not None:
+                    client.remove_pending_request(future)
+                future, sent_at = client.call_async(request), now
+            if while_waiting is not None:
+                while_waiting()
+            rclpy.spin_once(node, timeout_sec=0.05)
         return future.result()
     finally:
         node.destroy_client(client)

@@ -84,13 +84,25 @@ def stream_until(client, renders, frames, condition, what, **options):
             return matching[-1]
 
 
+def keep_streaming(client, renders, frames):
+    """A `while_waiting` for service calls: a frame set every 0.25 s, so no camera goes stale
+    while a call (and the discovery of its client) takes its time."""
+    last = [0.0]
+
+    def tick():
+        if time.monotonic() - last[0] >= 0.25:
+            send(client, renders, frames[0])
+            last[0] = time.monotonic()
+    return tick
+
+
 def command_when_clear(client, renders, frames, kind):
     """Keep the cameras streaming and repeat the command until the gate accepts it: the
     operator node refuses while it still holds a camera fault from before the images arrived."""
     deadline = time.monotonic() + 30
     while True:
         send(client, renders, frames[0])
-        answer = gate(client, kind)
+        answer = gate(client, kind, while_waiting=keep_streaming(client, renders, frames))
         if answer.accepted:
             return answer
         assert time.monotonic() < deadline, f"{kind.name} refused: {answer.reason}"
@@ -100,9 +112,9 @@ def command_when_clear(client, renders, frames, kind):
             rclpy.spin_once(client, timeout_sec=0.02)
 
 
-def gate(client, kind, operator="alice"):
+def gate(client, kind, operator="alice", while_waiting=None):
     request = GateCommand.Request(command=OperatorCommand(command=int(kind), operator_id=operator))
-    return call(client, GateCommand, "gate_command", request)
+    return call(client, GateCommand, "gate_command", request, while_waiting=while_waiting)
 
 
 def targets(result):
@@ -137,14 +149,13 @@ def test_cameras_to_consumer_with_gate_intent_hand_and_faults(running):
 
     # 3. An intent change applies to the next frame set after it is accepted.
     answer = call(client, SetIntent, "set_intent",
-                  SetIntent.Request(intent=OperatorIntent(operator_id="alice", text="pick part_b")))
+                  SetIntent.Request(intent=OperatorIntent(operator_id="alice", text="pick part_b")),
+                  while_waiting=keep_streaming(client, renders, calm))
     assert answer.accepted
-    time.sleep(0.3)  # the latched intent reaches the segmentation node
-    accepted_ns = time.time_ns()
-    after = stream_until(client, renders, calm[1:], lambda r: nanoseconds(r.header.stamp) > accepted_ns,
-                         "the first frame set after the intent change")
-    assert after.intent_sequence == answer.active.sequence
+    after = stream_until(client, renders, calm[1:], lambda r: r.intent_sequence == answer.active.sequence,
+                         "the first frame set under the new intent")
     assert targets(after) <= {"part_b"}
+    assert client.gates[-1].state == State.RUNNING, "cameras kept streaming while the intent was set"
 
     # 4. A hand stops the cell until an operator approves.
     stopped = stream_until(client, renders, hand_frames, lambda r: Reason.AUTO_PAUSE_CLASS in r.reason_codes,
