@@ -19,7 +19,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from segmentation_node.benchmarking import memcpy_ms  # noqa: E402
-from segmentation_node.masks import rle_counts  # noqa: E402
 from segmentation_node.perception.actionability import Conditions  # noqa: E402
 from segmentation_node.perception.types import CameraFrame  # noqa: E402
 from segmentation_node.synthetic.classical_setup import train_classifier  # noqa: E402
@@ -43,7 +42,7 @@ def measure(views: int, width: int, height: int, frame_sets: int) -> dict:
         encoding = time.perf_counter()
         for instances in outcome.views.values():
             for instance in instances:
-                rle_counts(instance.mask)
+                instance.mask.rle_counts()
         done = time.perf_counter()
         totals.append((done - started) * 1000.0)
         backend.append(outcome.inference_ms)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segmentation_node.contract import PACKAGE, CameraStatus, Reason, Role, Source
-from segmentation_node.masks import box_xywh, mask_from_counts, rle_counts
+from segmentation_node.masks import BoxedMask, mask_from_counts
 
 
 @dataclass(frozen=True, eq=False)
@@ -17,7 +17,7 @@ class InstanceRecord:
     label: str
     role: Role
     score: float
-    mask: np.ndarray  # H x W bool
+    mask: BoxedMask
     attributes: tuple[str, ...] = ()
     source: Source = Source.MODEL
     stability: float = 0.0
@@ -59,14 +59,14 @@ def to_message(record: FrameSetRecord, typestore):
         return types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
 
     def instance(item: InstanceRecord, height: int, width: int):
-        x, y, w, h = box_xywh(item.mask)
+        x, y, w, h = item.mask.xywh()
         roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=x, y_offset=y, width=w, height=h, do_rectify=False)
         mask = types[f"{PACKAGE}/msg/MaskRLE"](height=height, width=width,
-                                               counts=np.asarray(rle_counts(item.mask), dtype=np.uint32))
+                                               counts=np.asarray(item.mask.rle_counts(), dtype=np.uint32))
         return types[f"{PACKAGE}/msg/InstanceMask"](
             track_id=item.track_id, label=item.label, attributes=list(item.attributes), prompt=item.prompt,
             role=int(item.role), source=int(item.source), score=float(item.score), stability=float(item.stability),
-            bbox=roi, area=int(np.count_nonzero(item.mask)), label_value=item.label_value, mask=mask)
+            bbox=roi, area=item.mask.area, label_value=item.label_value, mask=mask)
 
     views = [types[f"{PACKAGE}/msg/ViewResult"](
         header=header(view.stamp_ns, view.frame_id), camera_name=view.camera, camera_status=int(view.status),
@@ -88,7 +88,8 @@ def from_message(message) -> FrameSetRecord:
     views = tuple(ViewRecord(
         view.camera_name, view.header.frame_id, stamp(view.header), view.height, view.width,
         tuple(InstanceRecord(i.track_id, i.label, Role(i.role), i.score,
-                             mask_from_counts(i.mask.counts, i.mask.height, i.mask.width), tuple(i.attributes),
+                             BoxedMask.from_array(mask_from_counts(i.mask.counts, i.mask.height, i.mask.width)),
+                             tuple(i.attributes),
                              Source(i.source), i.stability, i.prompt, i.label_value) for i in view.instances),
         CameraStatus(view.camera_status), view.camera_detail) for view in message.views)
     return FrameSetRecord(stamp(message.header), views, bool(message.actionable),

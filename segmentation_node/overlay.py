@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from segmentation_node.contract import Role
+from segmentation_node.masks import BoxedMask
 
 ROLE_COLORS = {  # RGB
     Role.TARGET: (40, 220, 60),
@@ -18,7 +19,7 @@ ROLE_COLORS = {  # RGB
 
 @dataclass(frozen=True)
 class OverlayItem:
-    mask: np.ndarray  # H x W bool
+    mask: BoxedMask
     role: Role
     text: str
 
@@ -31,11 +32,15 @@ def draw_overlay(image_rgb: np.ndarray, items: list[OverlayItem], banner: str = 
     for item in ordered:
         color = np.array(ROLE_COLORS[item.role], dtype=np.float32)
         alpha = 0.45 if item.role == Role.FORBIDDEN else 0.3
-        canvas[item.mask] = (1 - alpha) * canvas[item.mask] + alpha * color
+        region = canvas[item.mask.box]
+        region[item.mask.crop] = (1 - alpha) * region[item.mask.crop] + alpha * color
     out = np.clip(canvas, 0, 255).astype(np.uint8)
     scale = max(out.shape[1] / 960.0, 0.35)
-    for item in ordered:
-        contours, _ = cv2.findContours(item.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    for item in (item for item in ordered if item.mask.area):
+        # A ring of background around the crop, so a mask touching its box is outlined there too.
+        ringed = cv2.copyMakeBorder(item.mask.crop.view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+        contours, _ = cv2.findContours(ringed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                       offset=(item.mask.left - 1, item.mask.top - 1))
         cv2.drawContours(out, contours, -1, ROLE_COLORS[item.role], max(1, int(2 * scale)))
         if item.text and contours:
             x, y, _, _ = cv2.boundingRect(np.concatenate(contours))

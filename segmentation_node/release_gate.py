@@ -28,7 +28,7 @@ from segmentation_node.perception.actionability import Conditions
 from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.ontology import Ontology, load_ontology
 from segmentation_node.perception.pipeline import PerceptionPipeline
-from segmentation_node.masks import mask_iou
+from segmentation_node.masks import BoxedMask
 from segmentation_node.perception.tracking import ViewGeometry
 from segmentation_node.perception.types import CameraFrame, SegmentationBackend
 from segmentation_node.registry import ACCEPTED, REJECTED, ModelRegistry, RegistryError, load_registered_model
@@ -172,8 +172,9 @@ def _prompt_case(backend, clip: Clip, ontology: Ontology, text: str, frames: int
             marked = np.zeros_like(wanted)
             for instance in outcome.views[render.camera.name]:
                 if instance.role is Role.TARGET:
-                    marked |= instance.mask
-            ious.append(1.0 if not wanted.any() and not marked.any() else mask_iou(marked, wanted))
+                    instance.mask.paint(marked, True)
+            ious.append(1.0 if not wanted.any() and not marked.any()
+                        else BoxedMask.from_array(marked).iou(BoxedMask.from_array(wanted)))
     return float(np.mean(ious))
 
 

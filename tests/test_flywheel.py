@@ -18,6 +18,7 @@ from segmentation_node.contract import GateState, Role, Source
 from segmentation_node.flywheel import audit
 from segmentation_node.flywheel.hard_cases import HardCasePolicy, HardCaseRecorder
 from segmentation_node.flywheel.logger import FlywheelLogger, FlywheelPolicy
+from segmentation_node.masks import BoxedMask
 from segmentation_node.flywheel.pseudo_labels import PseudoLabelFilter, PseudoLabelPolicy
 from segmentation_node.flywheel.shards import (LoggedFrameSet, LoggedInstance, LoggedView, ShardWriter,
                                                enforce_retention, list_shards, recover)
@@ -30,10 +31,8 @@ H, W = 48, 64
 CATEGORIES = sorted(load_ontology().classes)
 
 
-def square(x: int, y: int, size: int = 10) -> np.ndarray:
-    mask = np.zeros((H, W), bool)
-    mask[y:y + size, x:x + size] = True
-    return mask
+def square(x: int, y: int, size: int = 10) -> BoxedMask:
+    return BoxedMask(np.ones((size, size), bool), y, x, (H, W))
 
 
 def instance(camera, track_id, label="part_a", score=0.95, stability=0.9, source=Source.MODEL, role=Role.TARGET,
@@ -91,7 +90,7 @@ def test_sealed_shard_is_a_coco_dataset_with_the_exact_masks(tmp_path):
     annotation = coco.loadAnns(coco.getAnnIds(imgIds=[3]))[0]
     image = coco.loadImgs([3])[0]
     assert (image["camera"], image["run"], image["frame_index"]) == ("cam_a", "line3", 1)
-    assert np.array_equal(coco.annToMask(annotation).astype(bool), square(4, 4))
+    assert np.array_equal(coco.annToMask(annotation).astype(bool), square(4, 4).to_array())
     assert coco.loadCats(annotation["category_id"])[0]["name"] == "part_a"
     assert annotation["attributes"] == ["scratched"] and annotation["source"] == "pseudo_label"
     png = cv2.imread(str(shard.path / image["file_name"]))

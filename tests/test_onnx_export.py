@@ -163,7 +163,7 @@ def test_engine_backed_backend_matches_torch(model, runners, views, prompts):
             assert want_view  # something to compare
             for w, g in zip(want_view, got_view):
                 assert abs(w.score - g.score) <= 1e-4
-                assert np.logical_xor(w.mask, g.mask).mean() <= 0.001  # boundary pixels at most
+                assert np.logical_xor(w.mask.to_array(), g.mask.to_array()).mean() <= 0.001  # boundary pixels at most
 
 
 def test_cli_exports_and_checks(tmp_path, capsys):

@@ -93,6 +93,31 @@ def test_classifier_round_trips_through_a_file(classifier, tmp_path):
     assert loaded.classes == classifier.classes and loaded.typical_area == classifier.typical_area
 
 
+def test_foreground_worked_out_around_the_change_equals_the_whole_view_opening():
+    """The coarse-then-exact foreground gives the pixels of the definition on the whole view
+    (difference beyond threshold + spread, 3x3 opening), for changes anywhere, borders too."""
+    import cv2
+
+    from segmentation_node.perception.classical import _difference, _gain
+
+    rng = np.random.default_rng(4)
+    for case in range(60):
+        height, width = (int(v) for v in rng.integers(9, 48, 2))
+        frames = [rng.integers(90, 110, (height, width, 3), dtype=np.uint8) for _ in range(3)]
+        model = BackgroundModel.fit(frames, threshold=20.0)
+        image = frames[case % 3].copy()
+        for _ in range(rng.integers(0, 4)):  # new objects, some cut by the image border
+            top, left = rng.integers(-3, height), rng.integers(-3, width)
+            image[max(top, 0):top + rng.integers(1, 9), max(left, 0):left + rng.integers(1, 9)] = \
+                rng.integers(0, 256, 3, dtype=np.uint8)
+        noise = rng.random((height, width)) < 0.02  # lone changed pixels: opened away
+        image[noise] = 255 - image[noise]
+        smooth = cv2.GaussianBlur(image.astype(np.float32), (5, 5), 0)
+        changed = _difference(smooth, model.median, _gain(smooth, model.median)) > model.threshold + model.spread
+        expected = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
+        assert np.array_equal(model.foreground(image), expected), case
+
+
 def test_background_ignores_dimmed_lights_but_sees_a_new_object():
     clip = generate_clip(replace(CELL, frames=20))
     backgrounds = empty_cell_backgrounds(clip)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from segmentation_node.contract import GateState, Reason, Role, Source
-from segmentation_node.masks import greedy_match
+from segmentation_node.masks import BoxedMask, greedy_match
 from segmentation_node.perception.actionability import Conditions, Instance, decide
 from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.metrics import (
@@ -25,17 +25,21 @@ def disc(center, radius=8, shape=(64, 96)):
     return (rows - center[0]) ** 2 + (cols - center[1]) ** 2 <= radius ** 2
 
 
+def boxed_disc(center, radius=8):
+    return BoxedMask.from_array(disc(center, radius))
+
+
 # --- tracking ------------------------------------------------------------------------------------
 def test_view_tracker_keeps_ids_while_objects_move_and_forgets_lost_ones():
     tracker = ViewTracker(max_age=2)
-    first = tracker.update([Detection(disc((20, 20)), 0.9, "part_a"), Detection(disc((40, 70)), 0.9, "part_b")])
+    first = tracker.update([Detection(boxed_disc((20, 20)), 0.9, "part_a"), Detection(boxed_disc((40, 70)), 0.9, "part_b")])
     ids = [t.track_id for t in first]
     assert len(set(ids)) == 2 and all(t.stability == 0.0 for t in first)
-    moved = tracker.update([Detection(disc((41, 72)), 0.9, "part_b"), Detection(disc((21, 22)), 0.9, "part_a")])
+    moved = tracker.update([Detection(boxed_disc((41, 72)), 0.9, "part_b"), Detection(boxed_disc((21, 22)), 0.9, "part_a")])
     assert [t.track_id for t in moved] == ids[::-1]
     assert all(t.stability > 0.3 for t in moved)
     # A different label at the same place is a different object.
-    assert tracker.update([Detection(disc((21, 22)), 0.9, "part_b")])[0].track_id not in ids
+    assert tracker.update([Detection(boxed_disc((21, 22)), 0.9, "part_b")])[0].track_id not in ids
     for _ in range(3):
         tracker.update([])
     assert tracker.tracks == []
@@ -44,7 +48,7 @@ def test_view_tracker_keeps_ids_while_objects_move_and_forgets_lost_ones():
 def test_view_tracker_memory_is_bounded():
     tracker = ViewTracker(max_tracks=5)
     for step in range(20):
-        tracker.update([Detection(disc((10 + step, 10 + 4 * step), radius=2), 0.9, "part_a")] * 3)
+        tracker.update([Detection(boxed_disc((10 + step, 10 + 4 * step), radius=2), 0.9, "part_a")] * 3)
     assert len(tracker.tracks) <= 5
 
 
@@ -56,7 +60,7 @@ def test_one_object_gets_one_id_in_every_view():
     global_of = {}
     for render in renders:
         parts = [t for t in render.instances if t.label.startswith("part") and t.visible_fraction > 0.8]
-        tracks = [Track(10_000 + t.track_id, t.label, render.mask(t.track_id)) for t in parts]
+        tracks = [Track(10_000 + t.track_id, t.label, BoxedMask.from_array(render.mask(t.track_id))) for t in parts]
         for truth, global_id in zip(parts, identity.assign(render.camera.name, tracks)):
             global_of.setdefault(truth.track_id, set()).add(global_id)
     assert len(global_of) >= 5
@@ -76,14 +80,14 @@ def test_boundary_f_and_recall():
 
 
 def test_matching_and_coco_ap():
-    truths = [disc((20, 20)), disc((40, 70))]
-    predictions = [disc((40, 71)), disc((20, 20)), disc((5, 90), 3)]
+    truths = [boxed_disc((20, 20)), boxed_disc((40, 70))]
+    predictions = [boxed_disc((40, 71)), boxed_disc((20, 20)), boxed_disc((5, 90), 3)]
     assert {(i, j) for i, j, _ in greedy_match(predictions, truths, 0.1)} == {(0, 1), (1, 0)}
     perfect = CocoMaskAP(["part_a"])
     perfect.add_image([("part_a", t) for t in truths], [("part_a", t, 0.9) for t in truths])
     assert perfect.evaluate()["AP"] == pytest.approx(1.0)
     poor = CocoMaskAP(["part_a"])
-    poor.add_image([("part_a", t) for t in truths], [("part_a", disc((5, 90), 3), 0.9)])
+    poor.add_image([("part_a", t) for t in truths], [("part_a", boxed_disc((5, 90), 3), 0.9)])
     assert poor.evaluate()["AP"] == pytest.approx(0.0)
 
 
@@ -104,8 +108,8 @@ def instance(track_id, label, role, mask, score=0.9, stability=0.9, source=Sourc
 
 def test_actionable_when_everything_holds(ontology):
     intent = resolve_intent("pick everything", ontology)
-    views = {"cam_top": [instance(1, "part_a", Role.TARGET, disc((20, 20))),
-                         instance(2, "tool", Role.FORBIDDEN, disc((50, 85), 5))]}
+    views = {"cam_top": [instance(1, "part_a", Role.TARGET, boxed_disc((20, 20))),
+                         instance(2, "tool", Role.FORBIDDEN, boxed_disc((50, 85), 5))]}
     verdict = decide(views, Conditions(GateState.RUNNING), ontology, intent)
     assert verdict.actionable and verdict.reasons == () and verdict.confidence == pytest.approx(0.9)
 
@@ -123,14 +127,14 @@ def test_actionable_when_everything_holds(ontology):
 ])
 def test_each_unsafe_condition_blocks_with_its_reason(ontology, case, reason):
     intent = None if case == "no intent" else resolve_intent("pick everything", ontology)
-    target = instance(1, "part_a", Role.TARGET, disc((20, 20)), score=0.2 if case == "low score" else 0.9,
+    target = instance(1, "part_a", Role.TARGET, boxed_disc((20, 20)), score=0.2 if case == "low score" else 0.9,
                       stability=0.1 if case == "unstable" else 0.9)
     views = {"cam_top": [] if case == "no target" else [target]}
     if case == "hand":
-        views["cam_top"].append(instance(5, "hand", Role.FORBIDDEN, disc((55, 90), 4)))
+        views["cam_top"].append(instance(5, "hand", Role.FORBIDDEN, boxed_disc((55, 90), 4)))
     if case == "intrusion touches":  # another view sees something unknown right next to the part
-        views["cam_left"] = [instance(1, "part_a", Role.TARGET, disc((20, 20)), camera="cam_left"),
-                             instance(0, "unknown_object", Role.FORBIDDEN, disc((20, 31), 4),
+        views["cam_left"] = [instance(1, "part_a", Role.TARGET, boxed_disc((20, 20)), camera="cam_left"),
+                             instance(0, "unknown_object", Role.FORBIDDEN, boxed_disc((20, 31), 4),
                                       source=Source.INTRUSION, camera="cam_left")]
     conditions = Conditions(GateState.PAUSED if case == "paused" else GateState.RUNNING,
                             camera_problems={"cam_right": "no image for 1.2 s"} if case == "stale camera" else {})
@@ -147,9 +151,9 @@ def test_each_unsafe_condition_blocks_with_its_reason(ontology, case, reason):
 
 def test_blocked_target_is_demoted_but_others_stay_pickable(ontology):
     intent = resolve_intent("pick everything", ontology)
-    near = instance(1, "part_a", Role.TARGET, disc((20, 20)))
-    free = instance(2, "part_b", Role.TARGET, disc((20, 70)))
-    tool = instance(3, "tool", Role.FORBIDDEN, disc((20, 33), 4))
+    near = instance(1, "part_a", Role.TARGET, boxed_disc((20, 20)))
+    free = instance(2, "part_b", Role.TARGET, boxed_disc((20, 70)))
+    tool = instance(3, "tool", Role.FORBIDDEN, boxed_disc((20, 33), 4))
     verdict = decide({"cam_top": [near, free, tool]}, Conditions(GateState.RUNNING), ontology, intent)
     assert verdict.actionable
     assert near.role is Role.IGNORE and free.role is Role.TARGET
@@ -181,8 +185,8 @@ def one_frame_set(ontology, detections, intent):
 
 
 def test_pipeline_merges_one_object_found_by_two_prompts(ontology):
-    detections = [Detection(disc((20, 20)), 0.7, "part_a", "metal disc"),
-                  Detection(disc((20, 21)), 0.9, "part_a", "defective metal disc", attributes=("defective",))]
+    detections = [Detection(boxed_disc((20, 20)), 0.7, "part_a", "metal disc"),
+                  Detection(boxed_disc((20, 21)), 0.9, "part_a", "defective metal disc", attributes=("defective",))]
     outcome = one_frame_set(ontology, detections, "defective items only")
     (merged,) = outcome.views["cam_top"]
     assert merged.score == 0.9 and merged.attributes == ("defective",)
@@ -194,24 +198,26 @@ def test_overlapping_targets_are_made_disjoint_and_match_the_label_image_exactly
     """Issue 14: for every target, its wire RLE decodes to exactly the pixels of its value in
     target_labels. Where targets overlap, the smaller mask keeps the pixels; a forbidden region
     keeps its full extent (its overlap with a target is what blocks that target)."""
-    from segmentation_node.masks import label_image, mask_from_counts, rle_counts
+    from segmentation_node.masks import label_image, mask_from_counts
 
     large, middle, small = disc((30, 40), 12), disc((30, 52), 10), disc((30, 62), 8)
     hand = disc((30, 46), 6)
     outcome = one_frame_set(ontology, [
-        Detection(large, 0.9, "part_a", "metal disc"), Detection(middle, 0.6, "part_b", "plastic cap"),
-        Detection(small, 0.8, "part_a", "metal disc"), Detection(hand, 0.95, "hand", "hand")], "pick everything")
+        Detection(BoxedMask.from_array(large), 0.9, "part_a", "metal disc"),
+        Detection(BoxedMask.from_array(middle), 0.6, "part_b", "plastic cap"),
+        Detection(BoxedMask.from_array(small), 0.8, "part_a", "metal disc"),
+        Detection(BoxedMask.from_array(hand), 0.95, "hand", "hand")], "pick everything")
     instances = outcome.views["cam_top"]
     # Target-class instances; decide() may have demoted some to IGNORE (one frame old, the hand).
     targets = [i for i in instances if i.label in ("part_a", "part_b")]
     assert len(targets) == 3 and (large & middle).any() and (middle & small).any()
-    by_score = {round(t.score, 2): t.mask for t in targets}
+    by_score = {round(t.score, 2): t.mask.to_array() for t in targets}
     assert np.array_equal(by_score[0.8], small)  # the smallest keeps all of its pixels
     assert np.array_equal(by_score[0.6], middle & ~small)
     assert np.array_equal(by_score[0.9], large & ~middle)
     labels = label_image((64, 96), [t.mask for t in targets])
     for value, target in enumerate(targets, start=1):
-        decoded = mask_from_counts(rle_counts(target.mask), 64, 96)
+        decoded = mask_from_counts(target.mask.rle_counts(), 64, 96)
         assert np.array_equal(decoded, labels == value), f"target {value}: RLE and label image differ"
     (forbidden,) = [i for i in instances if i.role is Role.FORBIDDEN]
-    assert np.array_equal(forbidden.mask, hand)
+    assert np.array_equal(forbidden.mask.to_array(), hand)

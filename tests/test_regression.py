@@ -1,8 +1,10 @@
 """The offline regression harness: record golden results from a recording, compare runs."""
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
+from segmentation_node.masks import BoxedMask
 from segmentation_node.regression import compare, main, read_records, run_offline, write_records
 from segmentation_node.synthetic.classical_setup import commission, train_classifier
 from segmentation_node.synthetic.export import export_clip
@@ -43,7 +45,7 @@ def test_changed_masks_ids_and_missing_frames_are_reported(cell):
     records = read_records(golden)
     first, rest = records[0], records[1:]
     view = first.views[0]
-    shifted = tuple(replace(i, mask=i.mask[:, list(range(6, i.mask.shape[1])) + list(range(6))])
+    shifted = tuple(replace(i, mask=BoxedMask.from_array(np.roll(i.mask.to_array(), -6, axis=1)))
                     if n == 0 else i for n, i in enumerate(view.instances))
     renumbered = tuple(replace(i, track_id=i.track_id + 1000) if n == 1 else i for n, i in enumerate(shifted))
     tampered = [replace(first, views=(replace(view, instances=renumbered),) + first.views[1:])] + rest[:-1]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from segmentation_node.contract import Role
-from segmentation_node.masks import box_xywh
+from segmentation_node.masks import BoxedMask
 from segmentation_node.synthetic.camera import PinholeCamera, camera_rig, look_at
 from segmentation_node.synthetic.geometry import Box, yaw_rotation
 from segmentation_node.synthetic.render import render_frame_set, render_view
@@ -52,7 +52,7 @@ def test_mask_area_matches_the_projected_geometry():
     (instance,) = view.instances
     assert instance.track_id == 10 and instance.visible_fraction == 1.0
     assert instance.area == pytest.approx(expected, rel=0.03)
-    x, y, w, h = box_xywh(view.mask(instance.track_id))
+    x, y, w, h = BoxedMask.from_array(view.mask(instance.track_id)).xywh()
     assert w == pytest.approx(camera.fx * 0.08 / (CAMERA_HEIGHT - 0.05), abs=2)
     assert h == pytest.approx(camera.fy * 0.06 / (CAMERA_HEIGHT - 0.05), abs=2)
 

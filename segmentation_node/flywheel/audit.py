@@ -22,6 +22,7 @@ from pycocotools import mask as coco_mask
 
 from segmentation_node.atomic_io import atomic_write_bytes
 from segmentation_node.contract import Role
+from segmentation_node.masks import BoxedMask
 from segmentation_node.flywheel.shards import ANNOTATIONS, SHARD_INFO, list_shards
 from segmentation_node.overlay import OverlayItem, draw_overlay
 
@@ -109,8 +110,8 @@ def _contact_sheet(shard: Path, dataset: dict, audit: dict) -> str:
     for sample in audit["samples"]:
         image = images[sample["image_id"]]
         rgb = cv2.cvtColor(cv2.imread(str(shard / image["file_name"])), cv2.COLOR_BGR2RGB)
-        items = [OverlayItem(coco_mask.decode({"size": a["segmentation"]["size"],
-                                               "counts": a["segmentation"]["counts"].encode()}).astype(bool),
+        items = [OverlayItem(BoxedMask.from_array(coco_mask.decode({"size": a["segmentation"]["size"],
+                                                                   "counts": a["segmentation"]["counts"].encode()})),
                              Role[a["role"].upper()], f"{names[a['category_id']]}#{a['track_id']} {a['score']:.2f}")
                  for a in by_image.get(image["id"], [])]
         picture = draw_overlay(rgb, items)

@@ -79,11 +79,12 @@ class PseudoLabelFilter:
         intrusions = [i.mask for i in instances if i.source is Source.INTRUSION]
         if not intrusions:
             return True
-        named = np.zeros_like(intrusions[0])
+        named = np.zeros(intrusions[0].shape, bool)
         for instance in instances:
             if instance.source is Source.MODEL:
-                named |= instance.mask
-        return all((mask & ~named).sum() <= self.policy.max_unexplained * mask.sum() for mask in intrusions)
+                instance.mask.paint(named, True)
+        return all(mask.area - np.count_nonzero(mask.within(named)) <= self.policy.max_unexplained * mask.area
+                   for mask in intrusions)
 
     def _qualifies(self, camera: str, instance: Instance, labels_by_object, views_by_object, needed_views: int) -> bool:
         policy = self.policy

@@ -23,7 +23,7 @@ import numpy as np
 
 from segmentation_node import __version__
 from segmentation_node.atomic_io import atomic_write_bytes, fsync_directory
-from segmentation_node.masks import coco_mask_fields
+from segmentation_node.masks import BoxedMask, coco_mask_fields
 
 OPEN_DIR, SEALED_DIR = "open", "shards"
 SHARD_INFO = "shard.json"
@@ -40,7 +40,7 @@ class LoggedInstance:
     role: str            # "target" / "forbidden" / ... (Role name, lower case)
     attributes: tuple[str, ...]
     score: float
-    mask: np.ndarray     # H x W bool
+    mask: BoxedMask
 
 
 @dataclass(frozen=True)

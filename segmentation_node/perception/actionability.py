@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from segmentation_node.contract import GateState, Reason, Role, Source
+from segmentation_node.masks import BoxedMask
 from segmentation_node.perception.intent import ResolvedIntent
 from segmentation_node.perception.ontology import Ontology
 
@@ -34,7 +35,7 @@ class Instance:
     source: Source
     score: float
     stability: float
-    mask: np.ndarray
+    mask: BoxedMask
     role: Role = Role.UNKNOWN
 
 
@@ -160,19 +161,14 @@ def _blocked_targets(views: dict[str, list[Instance]], ontology: Ontology,
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * config.clearance_px + 1,) * 2)
     near_forbidden, best_score, best_stability = set(), {}, {}
     for items in views.values():
-        forbidden = None
-        for instance in items:
-            if instance.role is Role.FORBIDDEN:
-                forbidden = instance.mask if forbidden is None else forbidden | instance.mask
-        # The kernel is symmetric: a target within clearance of the forbidden union touches the
-        # union grown by it. One dilation per view instead of one per target.
-        keep_out = None if forbidden is None else cv2.dilate(forbidden.view(np.uint8), kernel).view(bool)
+        forbidden = [i.mask for i in items if i.role is Role.FORBIDDEN and i.mask.area]
+        keep_out = _near(forbidden, kernel, config.clearance_px) if forbidden else None
         for instance in items:
             if instance.role is not Role.TARGET:
                 continue
             best_score[instance.track_id] = max(best_score.get(instance.track_id, 0.0), instance.score)
             best_stability[instance.track_id] = max(best_stability.get(instance.track_id, 0.0), instance.stability)
-            if keep_out is not None and (instance.mask & keep_out).any():
+            if keep_out is not None and instance.mask.within(keep_out).any():
                 near_forbidden.add(instance.track_id)
     blocked = {}
     labels = {i.track_id: i.label for items in views.values() for i in items}
@@ -184,3 +180,16 @@ def _blocked_targets(views: dict[str, list[Instance]], ontology: Ontology,
         elif best_stability[track_id] < ontology.min_stability:
             blocked[track_id] = Reason.UNSTABLE
     return blocked
+
+
+def _near(masks: list[BoxedMask], kernel: np.ndarray, reach: int) -> np.ndarray:
+    """View-sized: the masks' pixels and everything within `reach` of them. The kernel is
+    symmetric, so a target within reach of the union touches the union grown by it: one
+    dilation per view, and only around the masks."""
+    canvas = np.zeros(masks[0].shape, np.uint8)
+    for mask in masks:
+        mask.paint(canvas, 1)
+    region = canvas[max(min(m.top for m in masks) - reach, 0):max(m.box[0].stop for m in masks) + reach,
+                    max(min(m.left for m in masks) - reach, 0):max(m.box[1].stop for m in masks) + reach]
+    region[:] = cv2.dilate(region, kernel)
+    return canvas.view(bool)

@@ -22,7 +22,7 @@ import numpy as np
 
 from segmentation_node.atomic_io import atomic_write_bytes
 from segmentation_node.contract import Source
-from segmentation_node.masks import bounding_box
+from segmentation_node.masks import BoxedMask, bounding_box
 from segmentation_node.perception.types import CameraFrame, Detection, Prompt
 
 INTRUSION_LABEL = "unknown_object"
@@ -32,13 +32,24 @@ _BITS = 5  # colour quantisation: 32 levels per channel
 
 
 def _quantize(image: np.ndarray) -> np.ndarray:
-    q = image.astype(np.int32) >> (8 - _BITS)
-    return (q[..., 0] << (2 * _BITS)) | (q[..., 1] << _BITS) | q[..., 2]
+    """Colour cell of each pixel (uint16: 15 bits), shifted in 8 bits before widening."""
+    q = image >> (8 - _BITS)
+    return (q[..., 0].astype(np.uint16) << (2 * _BITS)) | (q[..., 1].astype(np.uint16) << _BITS) | q[..., 2]
 
 
-def _components(mask: np.ndarray, min_area: int) -> list[np.ndarray]:
+def _components(mask: np.ndarray, min_area: int, box: tuple[slice, slice] | None = None,
+                view_shape: tuple[int, int] | None = None) -> list[BoxedMask]:
+    """8-connected components of at least `min_area` pixels, each cut from its own stats box.
+    `mask` covers `box` of a view of `view_shape` (default: it is the whole view)."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    return [labels == i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= min_area]
+    top, left = (0, 0) if box is None else (box[0].start, box[1].start)
+    shape = mask.shape if view_shape is None else view_shape
+    pieces = []
+    for index in range(1, count):
+        x, y, width, height, area = stats[index]
+        if area >= min_area:
+            pieces.append(BoxedMask(labels[y:y + height, x:x + width] == index, top + y, left + x, shape))
+    return pieces
 
 
 # --- background and intrusion --------------------------------------------------------------------
@@ -58,29 +69,49 @@ class BackgroundModel:
             raise ValueError("a background model needs at least one frame of the empty cell")
         stack = np.stack([cv2.GaussianBlur(f.astype(np.float32), (5, 5), 0) for f in frames])
         median = np.median(stack, axis=0)
-        spread = np.max([_difference(frame, median) for frame in stack], axis=0)
+        spread = np.max([_difference(frame, median, _gain(frame, median)) for frame in stack], axis=0)
         return cls(median, spread.astype(np.float32), threshold)
 
     def foreground(self, image: np.ndarray) -> np.ndarray:
+        """Changed pixels: largest channel difference beyond threshold + spread, opened by 3x3.
+
+        What survives the opening is made of 3x3 blocks of changed pixels, and every such block
+        holds a pixel of even row and even column: the test runs on those first (a quarter of
+        the view), then exactly, only in their box grown by the 2 pixels a block reaches. The
+        box's outer rows and columns are even ones beyond the coarse change, so no three pixels
+        in a row change there, and opening the box alone (OpenCV counts its outside as
+        changed, as it does outside the image) gives the same pixels as opening the view."""
         if image.shape != self.median.shape:
             raise ValueError(f"image {image.shape} does not match the background {self.median.shape}")
-        changed = _difference(cv2.GaussianBlur(image.astype(np.float32), (5, 5), 0), self.median) \
-            > self.threshold + self.spread
-        kernel = np.ones((3, 3), np.uint8)
-        return cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_OPEN, kernel).astype(bool)
+        smooth = cv2.GaussianBlur(image.astype(np.float32), (5, 5), 0)
+        gain = _gain(smooth, self.median)
+        foreground = np.zeros(image.shape[:2], bool)
+        found = bounding_box(self._changed(smooth, gain, (slice(None, None, 2), slice(None, None, 2))))
+        if found is None:
+            return foreground
+        box = _grown((slice(2 * found[0].start, 2 * found[0].stop - 1),
+                      slice(2 * found[1].start, 2 * found[1].stop - 1)), 2, foreground.shape)
+        opened = cv2.morphologyEx(self._changed(smooth, gain, box).view(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        foreground[box] = opened.view(bool)
+        return foreground
+
+    def _changed(self, smooth: np.ndarray, gain: float, region: tuple[slice, slice]) -> np.ndarray:
+        return _difference(smooth[region], self.median[region], gain) > self.threshold + self.spread[region]
 
 
 _GAIN_STRIDE = 4  # the global gain is a median over every 4th pixel of every 4th row
 
 
-def _difference(smooth: np.ndarray, median: np.ndarray) -> np.ndarray:
-    """Largest channel difference after one global gain, which absorbs the lights being dimmed.
-
-    Channels are combined with element-wise operations, not numpy reductions over the last
-    axis (several times slower on H x W x 3), and the gain, one number, is estimated on a grid."""
+def _gain(smooth: np.ndarray, median: np.ndarray) -> float:
+    """One global gain, which absorbs the lights being dimmed; one number, estimated on a grid."""
     grid = (slice(None, None, _GAIN_STRIDE), slice(None, None, _GAIN_STRIDE))
-    gain = float(np.median(_channel_sum(smooth[grid]) / (_channel_sum(median[grid]) + 1.0)))
-    difference = cv2.absdiff(smooth, median * np.float32(gain))
+    return float(np.median(_channel_sum(smooth[grid]) / (_channel_sum(median[grid]) + 1.0)))
+
+
+def _difference(smooth: np.ndarray, median: np.ndarray, gain: float) -> np.ndarray:
+    """Largest channel difference after the gain. Channels are combined with element-wise
+    operations, not numpy reductions over the last axis (several times slower on H x W x 3)."""
+    difference = cv2.absdiff(np.ascontiguousarray(smooth), np.ascontiguousarray(median) * np.float32(gain))
     return np.maximum(np.maximum(difference[..., 0], difference[..., 1]), difference[..., 2])
 
 
@@ -89,14 +120,14 @@ def _channel_sum(image: np.ndarray) -> np.ndarray:
 
 
 def intrusion_regions(foreground: np.ndarray, zone: np.ndarray, max_part_area: int,
-                      min_area: int = 40) -> list[np.ndarray]:
+                      min_area: int = 40) -> list[BoxedMask]:
     """Changed regions that reach outside the pick zone or are much larger than a part."""
-    regions = []
-    for component in _components(foreground, min_area):
-        outside = int((component & ~zone).sum())
-        if outside >= min_area or component.sum() > 3 * max_part_area:
-            regions.append(component)
-    return regions
+    box = bounding_box(foreground)
+    if box is None:
+        return []
+    return [component for component in _components(foreground[box], min_area, box, foreground.shape)
+            if component.area - np.count_nonzero(component.within(zone)) >= min_area
+            or component.area > 3 * max_part_area]
 
 
 # --- colour / shape classifier -------------------------------------------------------------------
@@ -114,7 +145,7 @@ class ColorClassifier:
         cells = 1 << (3 * _BITS)
         counts = np.zeros((len(classes), cells), dtype=np.float64)
         for image, labels in zip(images, label_maps):
-            index = _quantize(image).ravel() * len(classes) + labels.ravel()
+            index = _quantize(image).ravel().astype(np.int64) * len(classes) + labels.ravel()
             counts += np.bincount(index, minlength=cells * len(classes)).reshape(cells, len(classes)).T
         # Spread each colour's evidence to its neighbours so near-miss colours still classify.
         cube = counts.reshape(len(classes), *(1 << _BITS,) * 3)
@@ -130,9 +161,9 @@ class ColorClassifier:
         return cls(tuple(classes), table, confidence.astype(np.float32), dict(typical_area))
 
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class index and confidence per pixel."""
+        """Class index and colour cell per pixel; `confidence[cells]` wherever a score is needed."""
         cells = _quantize(image)
-        return self.table[cells], self.confidence[cells]
+        return np.take(self.table, cells), cells
 
     def index(self, name: str) -> int:
         return self.classes.index(name)
@@ -187,16 +218,17 @@ class ClassicalBackend:
         setup = self.views.get(view.camera)
         if setup is None:
             raise KeyError(f"camera '{view.camera}' has no background model; known: {', '.join(self.views)}")
-        classes, confidence = self.classifier.predict(view.image)
+        classes, cells = self.classifier.predict(view.image)
         foreground = setup.background.foreground(view.image)
+        shape = classes.shape
         defect = classes == self.classifier.index(DEFECT_CLASS) if DEFECT_CLASS in self.classifier.classes \
-            else np.zeros(classes.shape, bool)
+            else np.zeros(shape, bool)
         detections, seeds, seed_labels = [], [], []
         near_change, edges = _grow(foreground, 2), None  # edges: only once a part class needs them
         # Classes that must have changed the scene can only be found near the change: their
         # masks and components are worked out in its box (a fifth to a third of the view here).
         changed_box = _box_around(near_change, margin=3) if near_change.any() else None
-        whole = (slice(None), slice(None))
+        whole = (slice(0, shape[0]), slice(0, shape[1]))
         for label in labels:
             box = whole if label in self.static_classes else changed_box
             if box is None:
@@ -209,24 +241,30 @@ class ClassicalBackend:
             elif label not in self.static_classes:
                 mask &= near_change[box]
             mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)).astype(bool)
-            pieces = [_in_view(piece, box, classes.shape) for piece in _components(mask, max(12, int(0.15 * typical)))]
+            pieces = _components(mask, max(12, int(0.15 * typical)), box, shape)
             if label not in self.split_parts:
-                detections += [Detection(p, _score(confidence, p), label) for p in pieces]
+                detections += [Detection(p, self._score(cells, p), label) for p in pieces]
                 continue
             edges = _edges(view.image) if edges is None else edges
             for component in pieces:
                 for piece in _split_touching(component, typical, edges):
                     seeds.append(piece)
                     seed_labels.append(label)
-        forbidden_colour = np.isin(classes, [self.classifier.index(d.label) for d in detections])
-        for piece, label in zip(_complete(seeds, foreground & ~forbidden_colour, view.image), seed_labels):
-            interior = cv2.erode(piece.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-            attributes = ("defective",) if (interior & defect).sum() >= 4 else ()
-            detections.append(Detection(piece, _score(confidence, piece), label, attributes=attributes))
+        if seeds:  # seeds lie in the changed box; outside it nothing changed
+            grow_into = np.zeros(shape, bool)
+            grow_into[changed_box] = foreground[changed_box] & ~np.isin(
+                classes[changed_box], [self.classifier.index(d.label) for d in detections])
+            for piece, label in zip(_complete(seeds, grow_into, view.image), seed_labels):
+                detections.append(Detection(piece, self._score(cells, piece), label,
+                                            attributes=("defective",) if _defective(piece, defect) else ()))
         largest_part = max((self.classifier.typical_area.get(p, 0.0) for p in self.split_parts), default=500.0)
         for region in intrusion_regions(foreground, setup.zone, int(largest_part)):
             detections.append(Detection(region, 1.0, INTRUSION_LABEL, source=Source.INTRUSION))
         return detections
+
+    def _score(self, cells: np.ndarray, mask: BoxedMask) -> float:
+        """Mean colour confidence over the mask."""
+        return float(np.clip(np.take(self.classifier.confidence, cells[mask.box][mask.crop]).mean(), 0.0, 1.0))
 
 
 def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -234,8 +272,11 @@ def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool)
 
 
-def _score(confidence: np.ndarray, mask: np.ndarray) -> float:
-    return float(np.clip(confidence[mask].mean(), 0.0, 1.0))
+def _defective(piece: BoxedMask, defect: np.ndarray) -> bool:
+    """At least 4 defect-coloured pixels inside the part, away from its rim."""
+    box = _grown(piece.box, 2, piece.shape)
+    interior = cv2.erode(piece.crop_to(box).view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
+    return np.count_nonzero(interior & defect[box]) >= 4
 
 
 def _edges(image: np.ndarray) -> np.ndarray:
@@ -243,35 +284,39 @@ def _edges(image: np.ndarray) -> np.ndarray:
     return cv2.dilate(cv2.Canny(gray, 30, 90), np.ones((2, 2), np.uint8)).astype(bool)
 
 
-def _complete(seeds: list[np.ndarray], changed: np.ndarray, image: np.ndarray) -> list[np.ndarray]:
+def _complete(seeds: list[BoxedMask], changed: np.ndarray, image: np.ndarray) -> list[BoxedMask]:
     """Grow part seeds (pixels whose colour says "part") over the changed pixels next to them:
     shaded sides and rims of a part have no part colour but are part of its silhouette."""
-    if not seeds:
-        return []
-    reach = changed & _grow(np.logical_or.reduce(seeds), 4)
+    shape = changed.shape
+    # All the work is in the seeds' box grown by their reach (4) and a margin (2).
+    work = _grown((slice(min(s.top for s in seeds), max(s.box[0].stop for s in seeds)),
+                   slice(min(s.left for s in seeds), max(s.box[1].stop for s in seeds))), 6, shape)
+    seeded = np.zeros(changed[work].shape, bool)
+    for seed in seeds:
+        seeded |= seed.crop_to(work)
+    reach = changed[work] & _grow(seeded, 4)
     # Everything outside `reach` is a fixed marker, so the flood is decided inside its box.
-    box = _box_around(reach | np.logical_or.reduce(seeds))
-    markers = np.zeros(reach[box].shape, np.int32)
-    markers[~reach[box]] = len(seeds) + 1
+    inner = _box_around(reach | seeded)
+    box = (slice(work[0].start + inner[0].start, work[0].start + inner[0].stop),
+           slice(work[1].start + inner[1].start, work[1].start + inner[1].stop))
+    reach = reach[inner]
+    markers = np.zeros(reach.shape, np.int32)
+    markers[~reach] = len(seeds) + 1
     for index, seed in enumerate(seeds, start=1):
-        markers[seed[box]] = index
+        markers[seed.crop_to(box)] = index
     cv2.watershed(np.ascontiguousarray(image[box]), markers)
-    completed = []
-    for index, seed in enumerate(seeds, start=1):
-        piece = seed.copy()
-        piece[box] |= (markers == index) & reach[box]
-        completed.append(piece)
-    return completed
+    return [BoxedMask.from_crop(seed.crop_to(box) | ((markers == index) & reach), box, shape)
+            for index, seed in enumerate(seeds, start=1)]
 
 
-def _split_touching(component: np.ndarray, typical_area: float, edges: np.ndarray) -> list[np.ndarray]:
+def _split_touching(component: BoxedMask, typical_area: float, edges: np.ndarray) -> list[BoxedMask]:
     """Split a blob of touching same-class parts. Seeds are the pieces left when image edges
     (the rim of a part lying on another) are cut out; failing that, the peaks of the distance
     transform (two round parts side by side). A watershed grows the seeds back to the blob."""
-    if np.count_nonzero(component) < 1.3 * typical_area:
+    if component.area < 1.3 * typical_area:
         return [component]  # one part: its own edges (a scratch, a highlight) must not cut it
-    box = _box_around(component)  # the blob's box and a ring of background: all the work is there
-    blob = component[box]
+    box = _grown(component.box, 2, component.shape)  # the blob and a ring of background
+    blob = component.crop_to(box)
     cores = _components(blob & ~edges[box], max(8, int(0.25 * typical_area)))
     if len(cores) < 2:
         distance = cv2.distanceTransform(blob.astype(np.uint8), cv2.DIST_L2, 5)
@@ -280,24 +325,20 @@ def _split_touching(component: np.ndarray, typical_area: float, edges: np.ndarra
             return [component]
     markers = np.zeros(blob.shape, np.int32)
     for index, core in enumerate(cores, start=1):
-        markers[core] = index
+        core.paint(markers, index)
     markers[~blob] = len(cores) + 1  # everything outside is one extra "background" seed
     cv2.watershed(np.dstack([blob.astype(np.uint8) * 255] * 3), markers)
-    pieces = [(markers == index) & blob for index in range(1, len(cores) + 1)]
-    return [_in_view(piece, box, component.shape) for piece in pieces if piece.any()]
+    pieces = [BoxedMask.from_crop((markers == index) & blob, box, component.shape)
+              for index in range(1, len(cores) + 1)]
+    return [piece for piece in pieces if piece.area]
 
 
-def _in_view(piece: np.ndarray, box: tuple[slice, slice], shape: tuple[int, int]) -> np.ndarray:
-    """A mask found inside `box`, as a mask of the whole view."""
-    if piece.shape == shape:
-        return piece
-    full = np.zeros(shape, bool)
-    full[box] = piece
-    return full
+def _grown(box: tuple[slice, slice], margin: int, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """`box` (rows, columns) grown by `margin` pixels, inside a view of `shape`."""
+    return (slice(max(box[0].start - margin, 0), min(box[0].stop + margin, shape[0])),
+            slice(max(box[1].start - margin, 0), min(box[1].stop + margin, shape[1])))
 
 
 def _box_around(mask: np.ndarray, margin: int = 2) -> tuple[slice, slice]:
-    """The mask's bounding box grown by `margin` pixels (inside the image)."""
-    rows, columns = bounding_box(mask)
-    return (slice(max(rows.start - margin, 0), rows.stop + margin),
-            slice(max(columns.start - margin, 0), columns.stop + margin))
+    """The non-empty mask's bounding box grown by `margin` pixels (inside the image)."""
+    return _grown(bounding_box(mask), margin, mask.shape)

@@ -12,7 +12,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from segmentation_node.masks import coco_mask_fields, coco_rle
+from segmentation_node.masks import BoxedMask, coco_mask_fields
 
 
 def boundary_f_score(prediction: np.ndarray, truth: np.ndarray, tolerance: int = 2) -> float:
@@ -48,7 +48,7 @@ class CocoMaskAP:
     _truth: list[dict] = field(default_factory=list)
     _predictions: list[dict] = field(default_factory=list)
 
-    def add_image(self, truth: list[tuple[str, np.ndarray]], predictions: list[tuple[str, np.ndarray, float]]) -> None:
+    def add_image(self, truth: list[tuple[str, BoxedMask]], predictions: list[tuple[str, BoxedMask, float]]) -> None:
         image_id = len(self._images) + 1
         height, width = (truth[0][1] if truth else predictions[0][1]).shape
         self._images.append({"id": image_id, "width": width, "height": height})
@@ -58,7 +58,7 @@ class CocoMaskAP:
                                 "iscrowd": 0})
         for label, mask, score in predictions:
             self._predictions.append({"image_id": image_id, "category_id": self.categories.index(label) + 1,
-                                      "segmentation": coco_rle(mask), "score": float(score)})
+                                      "segmentation": coco_mask_fields(mask)["segmentation"], "score": float(score)})
 
     def evaluate(self) -> dict[str, float]:
         """{"AP": mAP@[.5:.95], "AP50": mAP@.5} over the accumulated images."""

@@ -16,7 +16,6 @@ from segmentation_node.perception.actionability import (
     ActionabilityConfig, Conditions, Instance, Verdict, assign_role, decide)
 from segmentation_node.perception.intent import ResolvedIntent, forbidden_prompts
 from segmentation_node.perception.ontology import Ontology
-from segmentation_node.masks import mask_iou
 from segmentation_node.perception.tracking import CrossViewIdentity, ViewGeometry, ViewTracker
 from segmentation_node.perception.types import CameraFrame, Detection, SegmentationBackend
 
@@ -111,7 +110,7 @@ class PerceptionPipeline:
                 if detection.score < floor:
                     continue
             twin = next((k for k in kept if k.label == detection.label and k.source is detection.source
-                         and mask_iou(k.mask, detection.mask) >= _SAME_OBJECT_IOU), None)
+                         and k.mask.iou(detection.mask) >= _SAME_OBJECT_IOU), None)
             if twin is None:
                 kept.append(detection)
                 continue
@@ -145,11 +144,11 @@ def _disjoint_targets(instances: list[Instance]) -> list[Instance]:
     synthetic cell this rule scores better than score order (README, workcell_eval). A target
     left with no pixel is dropped. Forbidden regions keep their full extent."""
     targets = sorted((i for i in instances if i.role is Role.TARGET),
-                     key=lambda i: (np.count_nonzero(i.mask), i.track_id))
+                     key=lambda i: (i.mask.area, i.track_id))
     if len(targets) < 2:
         return instances
     claimed = np.zeros(targets[0].mask.shape, bool)
     for target in targets:
-        target.mask = target.mask & ~claimed
-        claimed |= target.mask
-    return [i for i in instances if i.role is not Role.TARGET or i.mask.any()]
+        target.mask = target.mask.without(claimed)
+        target.mask.paint(claimed, True)
+    return [i for i in instances if i.role is not Role.TARGET or i.mask.area]

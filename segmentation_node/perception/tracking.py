@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
-from segmentation_node.masks import bounding_box, greedy_match
+from segmentation_node.masks import BoxedMask, greedy_match
 from segmentation_node.perception.types import Detection
 
 
@@ -18,7 +17,7 @@ from segmentation_node.perception.types import Detection
 class Track:
     track_id: int
     label: str
-    mask: np.ndarray
+    mask: BoxedMask
     stability: float = 0.0  # smoothed IoU of consecutive masks; 0 for a new track
     hits: int = 1
     age: int = 0            # frames since last matched
@@ -81,14 +80,6 @@ class ViewGeometry:
         return origin + t * direction if t > 0 else None
 
 
-def mask_centroid(mask: np.ndarray) -> tuple[float, float]:
-    """Pixel-centre centroid (x, y) of a non-empty mask: image moments of its bounding box."""
-    rows, columns = bounding_box(mask)
-    moments = cv2.moments(np.ascontiguousarray(mask[rows, columns]).view(np.uint8), binaryImage=True)
-    return (moments["m10"] / moments["m00"] + columns.start + 0.5,
-            moments["m01"] / moments["m00"] + rows.start + 0.5)
-
-
 @dataclass
 class CrossViewIdentity:
     """Gives one global id to the per-view tracks of one physical object.
@@ -117,7 +108,7 @@ class CrossViewIdentity:
         ids = []
         for track in tracks:
             key = (camera, track.track_id)
-            point = self.geometry[camera].ray_to_plane(mask_centroid(track.mask), self.plane_z) \
+            point = self.geometry[camera].ray_to_plane(track.mask.centroid(), self.plane_z) \
                 if camera in self.geometry else None
             if key not in self._global_of:
                 self._global_of[key] = self._join_or_found(track.label, point, taken_here)

@@ -7,6 +7,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from segmentation_node.contract import Source
+from segmentation_node.masks import BoxedMask
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,17 +34,13 @@ class Prompt:
 class Detection:
     """One instance a backend found in one view."""
 
-    mask: np.ndarray  # H x W bool
+    mask: BoxedMask
     score: float      # [0, 1]
     label: str        # ontology class
     prompt: str = ""  # the prompt text that produced it ("" for non-prompted channels)
     track_id: int = 0  # backend-local track id in this view; 0 = not tracked
     source: Source = Source.MODEL
     attributes: tuple[str, ...] = field(default=())
-
-    @property
-    def area(self) -> int:
-        return int(self.mask.sum())
 
 
 class SegmentationBackend(Protocol):

@@ -10,7 +10,6 @@ from std_msgs.msg import Header
 from segmentation_node import contract
 from segmentation_node.gate import GateStatus
 from segmentation_node.image_codec import fields_of
-from segmentation_node.masks import box_xywh, rle_counts
 from segmentation_node.perception.actionability import Instance
 from segmentation_node.perception.intent import ResolvedIntent
 from workcell_segmentation.msg import ActiveIntent, GateState, InstanceMask, MaskRLE
@@ -54,15 +53,15 @@ def active_intent_message(intent: ResolvedIntent, sequence: int, operator_id: st
 
 
 def instance_message(instance: Instance, label_value: int) -> InstanceMask:
-    x, y, w, h = box_xywh(instance.mask)
+    x, y, w, h = instance.mask.xywh()
     height, width = instance.mask.shape
     return InstanceMask(
         track_id=instance.track_id, label=instance.label, attributes=list(instance.attributes),
         prompt=instance.prompt, role=int(instance.role), source=int(instance.source),
         score=float(instance.score), stability=float(instance.stability),
-        bbox=RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h), area=int(instance.mask.sum()),
+        bbox=RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h), area=instance.mask.area,
         label_value=label_value,
-        mask=MaskRLE(height=height, width=width, counts=rle_counts(instance.mask)))
+        mask=MaskRLE(height=height, width=width, counts=instance.mask.rle_counts()))
 
 
 def image_message(header: Header, array: np.ndarray, encoding: str) -> Image:

@@ -622,7 +622,7 @@ class SegmentationNode(LifecycleNode):
             forbidden = np.zeros(shape, np.uint8)
             for instance in instances:
                 if instance.role is Role.FORBIDDEN:
-                    forbidden[instance.mask] = 255
+                    instance.mask.paint(forbidden, 255)
             built += [(pubs["target_labels"], image_message(message.header, labels, "mono16")),
                       (pubs["forbidden_mask"], image_message(message.header, forbidden, "mono8"))]
         if "overlay" in pubs:

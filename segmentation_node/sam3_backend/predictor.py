@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segmentation_node.masks import BoxedMask
 from segmentation_node.sam3_backend.builder import Sam3Model
 from segmentation_node.sam3_backend.device import cpu_redirect
 
@@ -32,7 +33,7 @@ class PromptResult:
     """What one text prompt found in one image, best first."""
 
     prompt: str
-    masks: np.ndarray   # N x H x W bool, at the input image size
+    masks: list[BoxedMask]  # N, at the input image size
     scores: np.ndarray  # N float32 in [0, 1]
     boxes: np.ndarray   # N x 4 float32 xyxy pixels
 
@@ -116,9 +117,8 @@ class Sam3Predictor:
         # Duplicates of one instance would crowd out the rest under max_detections.
         keep = keep[nms(boxes, scores[keep].float(), self.nms_iou)][: self.max_detections]
         boxes = box_cxcywh_to_xyxy(boxes_cxcywh[keep].float()) * scale
-        masks = F.interpolate(mask_logits[keep].unsqueeze(1).float(), size=(height, width),
-                              mode="bilinear", align_corners=False).squeeze(1) > 0
-        return PromptResult(prompt=prompt, masks=masks.cpu().numpy(),
+        masks = [BoxedMask.from_logits(logits, height, width) for logits in mask_logits[keep].float().cpu().numpy()]
+        return PromptResult(prompt=prompt, masks=masks,
                             scores=scores[keep].float().clamp(0, 1).cpu().numpy(),
                             boxes=boxes.cpu().numpy())
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segmentation_node.masks import greedy_match
+from segmentation_node.masks import BoxedMask, greedy_match
 from segmentation_node.sam3_backend.builder import Sam3Model
 
 
@@ -30,7 +30,7 @@ class TrackedObject:
     prompt: str
     detection_score: float  # detector score at the last keyframe
     score: float            # detection_score x the tracker's presence probability now
-    mask: np.ndarray        # H x W bool, latest while visible, else the last visible one
+    mask: BoxedMask         # latest while visible, else the last visible one
     visible: bool           # the tracker sees it in the current frame
 
 
@@ -38,7 +38,7 @@ class TrackedObject:
 class KeyframeDetection:
     prompt: str
     score: float
-    mask: np.ndarray  # H x W bool
+    mask: BoxedMask
 
 
 class TrackerStream:
@@ -76,7 +76,7 @@ class TrackerStream:
         self._memory = self._empty_memory()
         self._frame_index = 0
         if self.tracks:
-            masks = torch.from_numpy(np.stack([t.mask for t in self.tracks])).to(self.model.device)
+            masks = torch.from_numpy(np.stack([t.mask.to_array() for t in self.tracks])).to(self.model.device)
             size = self.model.tracker.input_mask_size
             # Same resize as Sam3TrackerPredictor.add_new_mask.
             mask_inputs = F.interpolate(masks[:, None].float(), size=(size, size),
@@ -91,13 +91,12 @@ class TrackerStream:
         self._frame_index += 1
         out = self._step(backbone_out, view, mask_inputs=None)
         height, width = self.tracks[0].mask.shape
-        masks = F.interpolate(out["pred_masks_high_res"].float(), size=(height, width),
-                              mode="bilinear", align_corners=False)[:, 0] > 0
+        logits = out["pred_masks"].float()[:, 0].cpu().numpy()  # low resolution: upsampled once, in its box
         presence = out["object_score_logits"].float().sigmoid()[:, 0]
-        for track, mask, present in zip(self.tracks, masks.cpu().numpy(), presence.tolist()):
+        for track, low_res, present in zip(self.tracks, logits, presence.tolist()):
             track.visible = present > 0.5
             if track.visible:  # an occluded track keeps its last mask for keyframe matching
-                track.mask = mask
+                track.mask = BoxedMask.from_logits(low_res, height, width)
             track.score = track.detection_score * present
         return self.tracks
 
@@ -145,7 +144,7 @@ class TrackerStream:
                 track_id, self._next_track_id = self._next_track_id, self._next_track_id + 1
             score = float(detection.score)
             tracks.append(TrackedObject(track_id, detection.prompt, score, score,
-                                        detection.mask.copy(), visible=True))
+                                        detection.mask, visible=True))
         return tracks
 
     @staticmethod

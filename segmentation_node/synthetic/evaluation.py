@@ -14,7 +14,7 @@ from segmentation_node.contract import Role
 from segmentation_node.perception.actionability import Conditions
 from segmentation_node.perception.classical import ColorClassifier
 from segmentation_node.perception.intent import resolve_intent
-from segmentation_node.masks import greedy_match
+from segmentation_node.masks import BoxedMask, greedy_match
 from segmentation_node.perception.metrics import CocoMaskAP, TemporalStability, boundary_f_score
 from segmentation_node.perception.ontology import load_ontology
 from segmentation_node.perception.pipeline import FrameSetOutcome, PerceptionPipeline
@@ -81,26 +81,28 @@ def evaluate_clip(clip: Clip, pipeline: PerceptionPipeline,
             forbidden = np.zeros(render.instance_map.shape, bool)
             for instance in predicted:
                 if instance.role is Role.FORBIDDEN:
-                    forbidden |= instance.mask
+                    instance.mask.paint(forbidden, True)
             for truth in render.instances:
                 if truth.label in FORBIDDEN_TRUTH:
                     mask = render.mask(truth.track_id)
                     covered[truth.label] += int((mask & forbidden).sum())
                     total[truth.label] += int(mask.sum())
-            ap.add_image([(t.label, render.mask(t.track_id)) for t in render.instances if t.label in pickable],
+            true_masks = {t.track_id: BoxedMask.from_array(render.mask(t.track_id))
+                          for t in render.instances if t.label in pickable}
+            ap.add_image([(t.label, true_masks[t.track_id]) for t in render.instances if t.label in pickable],
                          [(p.label, p.mask, p.score) for p in predicted if p.label in pickable])
             for label in pickable:
                 truths = [t for t in render.instances if t.label == label and t.visible_fraction > HALF_VISIBLE]
                 guesses = [p for p in predicted if p.label == label]
                 matches = {j: (i, iou) for i, j, iou in greedy_match([g.mask for g in guesses],
-                                                                    [render.mask(t.track_id) for t in truths], MATCH_IOU)}
+                                                                    [true_masks[t.track_id] for t in truths], MATCH_IOU)}
                 for j, truth in enumerate(truths):
                     i, iou = matches.get(j, (None, 0.0))
                     ious.append(iou)
                     key = (render.camera.name, truth.track_id)
                     stability.observe(key, guesses[i].track_id if i is not None and iou >= 0.5 else None)
                     if i is not None:
-                        boundary.append(boundary_f_score(guesses[i].mask, render.mask(truth.track_id)))
+                        boundary.append(boundary_f_score(guesses[i].mask.to_array(), render.mask(truth.track_id)))
                         if iou >= 0.5:
                             ids_across_views[truth.track_id].add(guesses[i].track_id)
         splits += sum(len(ids) > 1 for ids in ids_across_views.values())

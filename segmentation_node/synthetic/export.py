@@ -23,7 +23,7 @@ from segmentation_node.atomic_io import atomic_write_bytes
 from segmentation_node.bag_records import FrameSetRecord, InstanceRecord, ViewRecord, to_message
 from segmentation_node.contract import PACKAGE
 from segmentation_node.package_files import message_definitions
-from segmentation_node.masks import coco_mask_fields
+from segmentation_node.masks import BoxedMask, coco_mask_fields
 from segmentation_node.synthetic.camera import PinholeCamera
 from segmentation_node.synthetic.render import ViewRender, render_frame_set
 from segmentation_node.synthetic.scene import DEFAULT_ROLES, Clip
@@ -83,7 +83,7 @@ class CocoWriter:
             self.dataset["annotations"].append({
                 "id": len(self.dataset["annotations"]) + 1, "image_id": image_id,
                 "category_id": CATEGORIES.index(instance.label) + 1,
-                **coco_mask_fields(view.mask(instance.track_id)), "iscrowd": 0,
+                **coco_mask_fields(BoxedMask.from_array(view.mask(instance.track_id))), "iscrowd": 0,
                 "track_id": instance.track_id, "role": instance.role.name.lower(),
                 "attributes": list(instance.attributes),
                 "visible_fraction": round(instance.visible_fraction, 6)})
@@ -194,7 +194,7 @@ class BagWriter:
 
 def truth_record(view: ViewRender) -> ViewRecord:
     """Ground truth of one view as a result record: every visible object, score 1."""
-    instances = tuple(InstanceRecord(i.track_id, i.label, i.role, 1.0, view.mask(i.track_id), i.attributes,
+    instances = tuple(InstanceRecord(i.track_id, i.label, i.role, 1.0, BoxedMask.from_array(view.mask(i.track_id)), i.attributes,
                                      stability=1.0) for i in view.instances)
     return ViewRecord(view.camera.name, view.camera.frame_id, view.stamp_ns, view.camera.height, view.camera.width,
                       instances)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as coco_mask
 
-from segmentation_node.masks import box_xywh, mask_from_counts
+from segmentation_node.masks import bounding_box, mask_from_counts
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +131,11 @@ def decode_segmentation(segmentation: dict, height: int, width: int) -> np.ndarr
 
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
     """Pixel extent (x0, y0, x1, y1) of a non-empty mask; x1/y1 exclusive."""
-    x, y, width, height = box_xywh(mask)
-    if not width:
+    box = bounding_box(mask)
+    if box is None:
         raise ValueError("empty mask has no box")
-    return float(x), float(y), float(x + width), float(y + height)
+    rows, columns = box
+    return float(columns.start), float(rows.start), float(columns.stop), float(rows.stop)
 
 
 def annotated_objects(instances: Sequence[Instance], masks: np.ndarray) -> list[AnnotatedObject]:
