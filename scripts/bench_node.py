@@ -9,12 +9,14 @@ latency (source stamp -> result received) at a camera rate, and memory over a lo
 With the operator_intent node running too, the intent alternates every 2 s and the time from the
 accepted answer to the first frame set carrying the new intent is measured.
 
-Backend: the classical CPU backend on a commissioned synthetic cell (the model stage of SAM3
-is benchmarked by scripts/bench_sam3_backends.py). Prints markdown tables.
+Backend: the classical CPU backend on a commissioned synthetic cell by default; `--backend
+sam3_small` measures the node's work around the small SAM3 model the same way (the model stage
+itself is benchmarked by scripts/bench_sam3_backends.py). Prints markdown tables and one JSON line.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import signal
@@ -98,11 +100,12 @@ def build_cell(views: int, width: int, height: int, folder: Path):
     return [camera.name for camera in clip.cameras], [render_frame_set(clip, i) for i in range(FRAME_SETS)]
 
 
-def run(views: int, width: int, height: int, rate_hz: float, seconds: float, memory: bool) -> None:
+def run(views: int, width: int, height: int, rate_hz: float, seconds: float, memory: bool, backend: str) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="bench_node_"))
     cameras, renders = build_cell(views, width, height, folder)
     node = subprocess.Popen([sys.executable, "-m", "segmentation_node.ros.segmentation", "--ros-args",
-                             "-p", f"commissioning_file:={folder / 'cell.npz'}", "-p", f"cameras:=[{','.join(cameras)}]"],
+                             "-p", f"commissioning_file:={folder / 'cell.npz'}", "-p", f"cameras:=[{','.join(cameras)}]",
+                             "-p", f"backend:={backend}"],
                             cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     operator = subprocess.Popen([sys.executable, "-m", "segmentation_node.ros.operator_node", "--ros-args",
                                  "-p", f"state_file:={folder / 'gate.json'}", "-p", f"transition_log:={folder / 'gate.log'}"],
@@ -150,13 +153,15 @@ def run(views: int, width: int, height: int, rate_hz: float, seconds: float, mem
             except subprocess.TimeoutExpired:  # a node starved by the load; the numbers are taken
                 process.kill()
                 process.wait()
-    report(views, width, height, rate_hz, seconds, sent, rig, memcpy_ms((views, height, width, 3)), memory_samples)
+    return report(views, width, height, rate_hz, seconds, sent, rig, memcpy_ms((views, height, width, 3)),
+                  memory_samples, backend)
 
 
-def report(views, width, height, rate_hz, seconds, sent, rig, copy_ms, memory_samples) -> None:
+def report(views, width, height, rate_hz, seconds, sent, rig, copy_ms, memory_samples, backend) -> dict:
+    """Prints the tables; returns the row of the JSON line."""
     stages = {key.removesuffix(" p50/p95 ms"): [float(v) for v in value.split(" / ")]
               for key, value in rig.diagnostics.items() if key.endswith("p50/p95 ms")}
-    print(f"\n### {views} views {width}x{height}, cameras at {rate_hz:g} Hz for {seconds:g} s "
+    print(f"\n### {backend}, {views} views {width}x{height}, cameras at {rate_hz:g} Hz for {seconds:g} s "
           f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores)\n")
     print("| stage (node's own timing) | p50 ms | p95 ms |\n|---|---|---|")
     for stage, (p50, p95) in stages.items():
@@ -181,6 +186,12 @@ def report(views, width, height, rate_hz, seconds, sent, rig, copy_ms, memory_sa
         slope = np.polyfit(minutes[half:], rss[half:], 1)[0] if half >= 2 else float("nan")
         print(f"- node RSS over {seconds / 60:.1f} min: start {rss[0]:.0f} MiB, min {rss.min():.0f}, "
               f"max {rss.max():.0f}, end {rss[-1]:.0f}; second-half slope {slope:+.2f} MiB/min")
+    return {"backend": backend, "views": views, "width": width, "height": height, "rate_hz": rate_hz,
+            "seconds": seconds, "offered": sent, "processed": len(rig.latencies_ms),
+            "processed_share": len(rig.latencies_ms) / sent if sent else 0.0,
+            "latency_ms_p50": float(np.percentile(latencies, 50)), "latency_ms_p95": float(np.percentile(latencies, 95)),
+            "stages_ms_p50_p95": stages, "overhead_ms_p50": overhead, "memcpy_ms": copy_ms,
+            "overhead_per_memcpy": overhead / copy_ms}
 
 
 def main() -> int:
@@ -190,10 +201,11 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=15.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--memory", action="store_true", help="sample the node's RSS every 10 s")
+    parser.add_argument("--backend", default="classical", help="the node's backend parameter (e.g. sam3_small)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    for views in args.views:
-        run(views, width, height, args.rate, args.seconds, args.memory)
+    rows = [run(views, width, height, args.rate, args.seconds, args.memory, args.backend) for views in args.views]
+    print("\n" + json.dumps({"benchmark": "bench_node", "rows": rows}))
     return 0
 
 
