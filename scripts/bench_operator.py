@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Operator responsiveness: gate command -> answer, and command -> gate state received by another
 node, with the operator_intent node in its own process over DDS (loopback). Prints a table of
-p50 / p95 / max in milliseconds. No assertions: see tests/ros for behaviour."""
+p50 / p95 / max in milliseconds and one JSON line. No assertions: see tests/ros for behaviour."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -69,6 +70,11 @@ def main() -> int:
     for name, values in (("gate command -> answer", answer_ms), ("gate command -> gate_state received", state_ms),
                          ("set_intent -> answer", intent_ms)):
         print(f"| {name} | {np.percentile(values, 50):.1f} | {np.percentile(values, 95):.1f} | {max(values):.1f} |")
+    print("\n" + json.dumps({"benchmark": "bench_operator", "commands": args.commands, "rows": [
+        {"measurement": name, "p50_ms": float(np.percentile(values, 50)), "p95_ms": float(np.percentile(values, 95)),
+         "max_ms": float(max(values))}
+        for name, values in (("gate command -> answer", answer_ms), ("gate command -> gate_state received", state_ms),
+                             ("set_intent -> answer", intent_ms))]}))
     return 0
 
 

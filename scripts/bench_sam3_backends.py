@@ -2,7 +2,8 @@
 """Benchmark of SAM3's runtimes: torch eager vs onnxruntime vs TensorRT, per exported stage
 (backbone, detector) and end to end (a keyframe: backbone + text + detector + tracker
 conditioning; a tracking frame: backbone + tracker), by view count, resolution and precision.
-Prints a markdown table headed by the device; TensorRT rows say "n/a: <reason>" where it
+Prints a markdown table headed by the device (times also as a multiple of a memcpy of the
+views' image bytes) and one JSON line; TensorRT rows say "n/a: <reason>" where it
 cannot run. Small random-init model by default (112 and 224 px); the full model only with
 --checkpoint or --full-random (1008 px, minutes per configuration on a CPU).
 
@@ -10,6 +11,7 @@ Random weights: timings only, no accuracy."""
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import tempfile
@@ -20,6 +22,7 @@ from typing import Callable
 import cv2
 import torch
 
+from segmentation_node.benchmarking import memcpy_ms
 from segmentation_node.perception.types import CameraFrame, Prompt
 from segmentation_node.sam3_backend.backend import Sam3Backend
 from segmentation_node.sam3_backend.builder import Sam3Model
@@ -175,8 +178,12 @@ def main() -> int:
     print(f"median of {args.repeats} runs after a warm-up, milliseconds; {args.prompts} prompts; "
           "end to end = Sam3Backend.process on synthetic 640x480 frames")
     print()
-    print("| model | input px | views | stage | runtime | precision | ms | note |")
-    print("|---|---|---|---|---|---|---:|---|")
+    copies = {views: memcpy_ms((views, 480, 640, 3)) for views in views_list}
+    print("memcpy of the views' 640x480 RGB bytes, same run: "
+          + ", ".join(f"{views} views {ms:.3f} ms" for views, ms in copies.items()) + "\n")
+    print("| model | input px | views | stage | runtime | precision | ms | ms / memcpy | note |")
+    print("|---|---|---|---|---|---|---:|---:|---|")
+    rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for size in sizes:
             model = load_model(args.checkpoint, args.full_random, size)
@@ -185,8 +192,13 @@ def main() -> int:
                         model, views, args.prompts, precisions, args.repeats, args.threads,
                         Path(scratch, f"{size}-{views}")):
                     shown = f"{ms:.1f}" if ms is not None else ""
+                    ratio = f"{ms / copies[views]:.0f}x" if ms is not None else ""
                     print(f"| {model.model_version} | {model.image_size} | {views} | {stage} | "
-                          f"{runtime} | {precision} | {shown} | {note} |", flush=True)
+                          f"{runtime} | {precision} | {shown} | {ratio} | {note} |", flush=True)
+                    rows.append({"model": model.model_version, "input_px": model.image_size, "views": views,
+                                 "stage": stage, "runtime": runtime, "precision": precision, "ms": ms,
+                                 "memcpy_ms": copies[views], "note": note})
+    print("\n" + json.dumps({"benchmark": "bench_sam3_backends", "device": device_line(), "rows": rows}))
     return 0
 
 
