@@ -40,6 +40,103 @@ def test_intent_resolves_to_pick_and_reject_sets(ontology, text, classes, wanted
     assert intent.explanation.startswith("pick ")
 
 
+A, B = "part_a", "part_b"
+BOTH = (A, B)
+
+# (text, pick classes, required attributes, rejected attributes) or (text, None, error, None):
+# the documented grammar (segmentation_node/perception/intent.py), one phrasing per row.
+PHRASINGS = [
+    ("pick discs", (A,), (), ()),
+    ("pick the discs", (A,), (), ()),
+    ("discs", (A,), (), ()),
+    ("only discs", (A,), (), ()),
+    ("just the blocks please", (B,), (), ()),
+    ("take blocks", (B,), (), ()),
+    ("grab part a", (A,), (), ()),
+    ("pick part-b", (B,), (), ()),
+    ("pick discs and blocks", BOTH, (), ()),
+    ("pick everything", BOTH, (), ()),
+    ("all", BOTH, (), ()),
+    ("anything", BOTH, (), ()),
+    ("defective items only", BOTH, ("defective",), ()),
+    ("only defective parts", BOTH, ("defective",), ()),
+    ("damaged discs", (A,), ("defective",), ()),
+    ("pick broken blocks", (B,), ("defective",), ()),
+    ("scratched washers", (A,), ("scratched",), ()),
+    ("good blocks", (B,), (), ("defective",)),
+    ("good parts", BOTH, (), ("defective",)),
+    ("pick the intact discs", (A,), (), ("defective",)),
+    ("non-defective discs", (A,), (), ("defective",)),
+    ("clean discs", (A,), (), ("scratched",)),
+    ("take the good discs out of the bin", (A,), (), ("defective",)),
+    ("pick discs from the bin", (A,), (), ()),
+    ("don't pick discs", (B,), (), ()),
+    ("dont pick discs", (B,), (), ()),
+    ("do not pick discs", (B,), (), ()),
+    ("never pick blocks", (A,), (), ()),
+    ("not discs", (B,), (), ()),
+    ("no discs", (B,), (), ()),
+    ("skip discs", (B,), (), ()),
+    ("leave the discs", (B,), (), ()),
+    ("ignore blocks", (A,), (), ()),
+    ("avoid blocks", (A,), (), ()),
+    ("exclude discs", (B,), (), ()),
+    ("everything except discs", (B,), (), ()),
+    ("everything excluding blocks", (A,), (), ()),
+    ("all but blocks", (A,), (), ()),
+    ("everything but discs", (B,), (), ()),
+    ("pick discs, not blocks", (A,), (), ()),
+    ("discs but not blocks", (A,), (), ()),
+    ("pick not good discs", (A,), ("defective",), ()),
+    ("pick discs that are not defective", (A,), (), ("defective",)),
+    ("discs that are not scratched", (A,), (), ("scratched",)),
+    ("no defective parts", BOTH, (), ("defective",)),
+    ("pick discs without scratches", (A,), (), ("scratched",)),
+    ("discs without defects", (A,), (), ("defective",)),
+    ("pick part_a, reject scratched", (A,), (), ("scratched",)),
+    ("reject scratched; pick blocks", (B,), (), ("scratched",)),
+    ("skip scratched and pick blocks", (B,), (), ("scratched",)),
+    ("reject defective", BOTH, (), ("defective",)),
+    ("skip the bad ones", BOTH, (), ("defective",)),
+    ("skip the good ones", BOTH, ("defective",), ()),
+    ("don't pick defective items", BOTH, (), ("defective",)),
+    ("everything except scratched", BOTH, (), ("scratched",)),
+    ("pick not ok parts", BOTH, ("defective",), ()),
+    ("pick defective discs, skip scratched", (A,), ("defective",), ("scratched",)),
+    ("pick discs, don't pick blocks", (A,), (), ()),
+    ("good discs and good blocks", BOTH, (), ("defective",)),
+    ("Pick Part A", (A,), (), ()),
+    # refused: read more than one way, or nothing left, or unknown
+    ("don't pick scratched discs", None, "ambiguous", None),
+    ("reject scratched discs", None, "ambiguous", None),
+    ("everything except scratched discs", None, "ambiguous", None),
+    ("discs but blocks", None, "ambiguous", None),
+    ("don't pick not good discs", None, "negation inside a negation", None),
+    ("pick discs, don't", None, "nothing after it", None),
+    ("pick discs, don't pick discs", None, "asked for and excluded", None),
+    ("don't pick anything", None, "nothing to pick", None),
+    ("don't pick discs or blocks", None, "nothing to pick", None),
+    ("good defective parts", None, "asked for and rejected", None),
+    ("pick the hand", None, "can never be picked", None),
+    ("pick bolts", None, "unknown word", None),
+]
+
+
+def test_the_table_has_enough_phrasings():
+    assert len(PHRASINGS) >= 60
+    assert len({text for text, *_ in PHRASINGS}) == len(PHRASINGS)
+
+
+@pytest.mark.parametrize("text, classes, wanted, rejected", PHRASINGS)
+def test_phrasing_resolves_as_the_grammar_says(ontology, text, classes, wanted, rejected):
+    if classes is None:
+        with pytest.raises(IntentError, match=wanted):
+            resolve_intent(text, ontology)
+        return
+    intent = resolve_intent(text, ontology)
+    assert (intent.pick_classes, intent.pick_attributes, intent.reject_attributes) == (classes, wanted, rejected)
+
+
 def test_resolution_is_deterministic(ontology):
     assert resolve_intent("defective items only", ontology) == resolve_intent("defective items only", ontology)
 

@@ -1,10 +1,27 @@
 """Operator intent text -> pick / reject sets over the ontology, deterministically and with an
-explanation. Unknown words are rejected with suggestions, never guessed silently.
+explanation. Unknown words and anything the grammar cannot read one way only are rejected with
+suggestions, never guessed.
+
+The grammar. An intent is clauses separated by ',' or ';'. A clause is a run of phrases:
+classes ("discs"), attributes ("defective") and their antonyms ("good"), with pick words
+("pick", "take", "only"...), fillers ("the", "items"...) and places ("from the bin") in between.
+- A negation ("don't", "do not", "never", "reject", "skip", "exclude", "except", "without",
+  "avoid", "leave", "ignore", and "not" / "no" before a class) negates every phrase after it in
+  its clause: a class is excluded, an attribute rejected, an antonym's attribute required. A pick
+  word right after the negation belongs to it ("don't pick discs"); a pick word after a negated
+  phrase starts a new clause ("skip scratched and pick blocks").
+- "not" / "no" right before an attribute or antonym flips that word only: "pick not good discs"
+  = defective discs.
+- "but" ends a clause; "everything but X" = "everything except X"; "X but Y" is refused.
+- Refused as ambiguous: a negated clause naming a class and an attribute ("don't pick scratched
+  discs": skip scratched ones, or skip all discs?), a negation inside a negation, a negation
+  with nothing after it, a class both asked for and excluded.
 
     "defective items only"          -> pick every pickable class, attribute defective
     "pick part_a, reject scratched" -> pick part_a, exclude scratched ones
     "good blocks"                   -> pick part_b without the defective attribute
     "everything except discs"       -> pick every pickable class but part_a
+    "don't pick discs"              -> pick part_b
 """
 from __future__ import annotations
 
@@ -17,10 +34,12 @@ from segmentation_node.perception.types import Prompt
 
 MAX_INTENT_CHARS = 300
 _PICK_WORDS = {"pick", "take", "grab", "get", "only", "just", "select", "want"}
-_REJECT_WORDS = {"reject", "skip", "ignore", "exclude", "except", "avoid", "not", "no", "without", "leave",
-                 "but", "never", "dont", "don't"}
+_REJECT_WORDS = {"reject", "skip", "ignore", "exclude", "excluding", "except", "avoid", "not", "no", "without",
+                 "leave", "never", "dont", "don't"}
+_FLIP_WORDS = {"not", "no"}  # before an attribute or antonym: flip that word only
+_BUT_WORD = "but"
 _FILLER_WORDS = {"the", "a", "an", "any", "items", "item", "ones", "one", "please", "and", "or", "of",
-                 "with", "that", "are", "is", "parts", "part", "objects", "object",
+                 "with", "that", "are", "is", "parts", "part", "objects", "object", "do", "to",
                  "pieces", "piece", "which", "those", "these", "them", "up", "now", "i"}
 _EVERYTHING_WORDS = {"everything", "anything", "all"}
 _LOCATION_WORDS = {"from", "in", "inside", "out", "on"}  # "from the bin": a place, not a pick
@@ -65,13 +84,14 @@ def _vocabulary(ontology: Ontology) -> dict[str, tuple[str, str]]:
         vocabulary[word] = ("pick", word)
     for word in _REJECT_WORDS:
         vocabulary[word] = ("reject", word)
+    vocabulary[_BUT_WORD] = ("but", _BUT_WORD)
     entries = [(phrase, ("attribute", name)) for name, spec in ontology.attributes.items()
                for phrase in (name, *spec.synonyms)]
     entries += [(phrase, ("antonym", name)) for name, spec in ontology.attributes.items() for phrase in spec.antonyms]
     entries += [(phrase, ("class", name)) for name, spec in ontology.classes.items()
                 for phrase in (name, name.replace("_", " "), *spec.synonyms)]
     for phrase, meaning in entries:
-        if vocabulary.get(phrase, meaning)[0] in ("filler", "location", "everything", "pick", "reject"):
+        if vocabulary.get(phrase, meaning)[0] in ("filler", "location", "everything", "pick", "reject", "but"):
             raise OntologyError(f"ontology {ontology.version}: '{phrase}' is an intent keyword; "
                                 f"it cannot also name {meaning[1]}")
         vocabulary[phrase] = meaning
@@ -86,46 +106,7 @@ def resolve_intent(text: str, ontology: Ontology) -> ResolvedIntent:
     if len(text) > MAX_INTENT_CHARS:
         raise IntentError(f"intent text is {len(text)} characters; at most {MAX_INTENT_CHARS} are accepted")
     vocabulary = _vocabulary(ontology)
-    words = _words(text)
-    picked: list[str] = []
-    excluded: list[str] = []
-    pick_attributes: list[str] = []
-    reject_attributes: list[str] = []
-    unknown: list[str] = []
-    rejecting = at_location = everything = False
-    index = 0
-    while index < len(words):
-        if words[index] in (",", ";"):
-            rejecting = False  # a new clause starts picking again: "reject scratched, pick discs"
-            index += 1
-            continue
-        for size in range(_MAX_PHRASE_WORDS, 0, -1):  # longest phrase first: "part a" before "part"
-            phrase = " ".join(words[index:index + size])
-            if phrase in vocabulary and "," not in phrase and ";" not in phrase:
-                kind, name = vocabulary[phrase]
-                break
-        else:
-            unknown.append(words[index])
-            index += 1
-            continue
-        index += size
-        if at_location and kind == "class":
-            at_location = False
-            continue
-        at_location = kind == "location" or (at_location and kind == "filler")
-        if kind == "pick":
-            rejecting = False
-        elif kind == "everything":
-            everything = True
-        elif kind == "reject":
-            rejecting = True
-        elif kind == "class":
-            (excluded if rejecting else picked).append(name)
-        elif kind == "attribute":
-            (reject_attributes if rejecting else pick_attributes).append(name)
-        elif kind == "antonym":
-            (pick_attributes if rejecting else reject_attributes).append(name)
-
+    phrases, unknown = _phrases(_words(text), vocabulary)
     if unknown:
         askable = sorted(p for p, (kind, name) in vocabulary.items()  # what an operator may ask for
                          if kind in ("attribute", "antonym") or (kind == "class" and name in ontology.pickable))
@@ -135,6 +116,22 @@ def resolve_intent(text: str, ontology: Ontology) -> ResolvedIntent:
         raise IntentError(f"unknown word(s) {', '.join(repr(w) for w in unknown)} for ontology "
                           f"{ontology.version}{hint} Known classes: {', '.join(ontology.pickable)}; "
                           f"attributes: {', '.join(ontology.attributes)}.", suggestions)
+    picked, excluded, pick_attributes, reject_attributes, everything = [], [], [], [], False
+    for negated, clause in _clauses(phrases):
+        classes = [name for kind, name in clause if kind == "class"]
+        qualities = [(kind, name) for kind, name in clause if kind in ("attribute", "antonym")]
+        if negated and classes and qualities:
+            raise IntentError(f"'{text}' is ambiguous: a negation over both a class and an attribute; say e.g. "
+                              "'pick discs, reject scratched' or 'everything except discs'")
+        if negated and any(kind == "everything" for kind, _ in clause):
+            raise IntentError("that leaves nothing to pick")
+        everything |= any(kind == "everything" for kind, _ in clause)
+        (excluded if negated else picked).extend(classes)
+        for kind, name in qualities:
+            (reject_attributes if negated == (kind == "attribute") else pick_attributes).append(name)
+    both = sorted(set(picked) & set(excluded))
+    if both:
+        raise IntentError(f"'{both[0]}' is asked for and excluded at once")
     not_pickable = sorted({name for name in picked if not ontology.classes[name].pickable})
     if not_pickable:
         raise IntentError(f"{', '.join(not_pickable)} can never be picked "
@@ -153,6 +150,83 @@ def resolve_intent(text: str, ontology: Ontology) -> ResolvedIntent:
     prompts = _prompts(ontology, pick_classes, pick_attributes, reject_attributes)
     return ResolvedIntent(text, ontology.version, pick_classes, tuple(pick_attributes), tuple(reject_attributes),
                           prompts, _explain(ontology, pick_classes, pick_attributes, reject_attributes))
+
+
+def _phrases(words: list[str], vocabulary: dict) -> tuple[list[tuple[str, str]], list[str]]:
+    """(kind, name) of each phrase, longest phrase first ("part a" before "part"), places and
+    what follows them dropped ("from the bin"); and the words no phrase knows."""
+    phrases, unknown, at_location, index = [], [], False, 0
+    while index < len(words):
+        if words[index] in (",", ";"):
+            phrases.append(("separator", words[index]))
+            at_location, index = False, index + 1
+            continue
+        for size in range(_MAX_PHRASE_WORDS, 0, -1):
+            phrase = " ".join(words[index:index + size])
+            if phrase in vocabulary and "," not in phrase and ";" not in phrase:
+                kind, name = vocabulary[phrase]
+                break
+        else:
+            unknown.append(words[index])
+            index += 1
+            continue
+        index += size
+        if at_location and kind == "class":
+            at_location = False
+            continue
+        at_location = kind == "location" or (at_location and kind == "filler")
+        if kind not in ("filler", "location"):
+            phrases.append((kind, name))
+    return phrases, unknown
+
+
+def _clauses(phrases: list[tuple[str, str]]) -> list[tuple[bool, list[tuple[str, str]]]]:
+    """(negated, the clause's class / attribute / antonym / everything phrases), by the grammar
+    in the module's docstring; IntentError where it reads more than one way."""
+    clauses: list[tuple[bool, list]] = []
+    negated, clause = False, []
+
+    def close():
+        nonlocal negated, clause
+        if negated and not clause:
+            raise IntentError("a negation with nothing after it: say what not to pick")
+        if clause:
+            clauses.append((negated, clause))
+        negated, clause = False, []
+
+    index = 0
+    while index < len(phrases):
+        kind, name = phrases[index]
+        following = phrases[index + 1][0] if index + 1 < len(phrases) else None
+        if kind == "separator":
+            close()
+        elif kind == "but":
+            after_everything = any(k == "everything" for k, _ in clause) and not negated
+            close()
+            if following in ("class", "attribute", "antonym"):
+                if not after_everything:
+                    raise IntentError("'X but Y' is ambiguous: say 'X, not Y' or 'X except Y'")
+                negated = True
+        elif kind == "reject" and name in _FLIP_WORDS and following in ("attribute", "antonym"):
+            if negated:
+                raise IntentError("a negation inside a negation is ambiguous: say what to pick")
+            flipped_kind, flipped = phrases[index + 1]
+            clause.append(("antonym" if flipped_kind == "attribute" else "attribute", flipped))
+            index += 1
+        elif kind == "reject":
+            if negated:
+                raise IntentError("a negation inside a negation is ambiguous: say what to pick")
+            if clause:
+                close()
+            negated = True
+        elif kind == "pick":
+            if negated and clause:
+                close()  # "skip scratched and pick blocks": a new clause
+        else:
+            clause.append((kind, name))
+        index += 1
+    close()
+    return clauses
 
 
 def _prompts(ontology: Ontology, pick_classes, pick_attributes, reject_attributes) -> tuple[Prompt, ...]:
