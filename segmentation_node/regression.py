@@ -60,7 +60,8 @@ def camera_frame_sets(bag: Path, cameras: list[str]) -> Iterator[tuple[int, list
 
 def run_offline(bag: Path, commissioning: Commissioning, intent_text: str) -> list[FrameSetRecord]:
     ontology = load_ontology()
-    pipeline = PerceptionPipeline(commissioning.classical_backend(), ontology, commissioning.geometry())
+    pipeline = PerceptionPipeline(commissioning.classical_backend(), ontology, commissioning.geometry(),
+                                  intrusion=commissioning.intrusion_monitor())
     pipeline.set_intent(resolve_intent(intent_text, ontology))
     records = []
     for sequence, (stamp, frames) in enumerate(camera_frame_sets(bag, list(commissioning.cameras)), start=1):

@@ -3,12 +3,12 @@
 - `BackgroundModel`: per view, the empty cell (median of a few frames) and change detection
   with a global gain so dimmed lights are not "change".
 - `intrusion_regions`: changed regions that leave the pick zone or are far larger than any
-  part: "unknown object in the cell". A redundant forbidden-region source that no model output
-  can silence.
+  part: "unknown object in the cell". The pipeline's intrusion monitor (perception/intrusion.py)
+  runs it beside every backend: a forbidden-region source that no model output can silence.
 - `ColorClassifier`: a colour lookup table learned from labelled pixels (the synthetic ground
   truth), with per-class size priors: the shape half of the "colour/shape" classifier.
-- `ClassicalBackend`: the two together behind the SegmentationBackend interface, the CPU
-  backend of the demo on the synthetic scene.
+- `ClassicalBackend`: the colour classifier and the change behind the SegmentationBackend
+  interface, the CPU backend of the demo on the synthetic scene; one backend among others.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import cv2
 import numpy as np
 
 from segmentation_node.atomic_io import atomic_write_bytes
-from segmentation_node.contract import Source
 from segmentation_node.masks import BoxedMask, bounding_box
 from segmentation_node.perception.types import CameraFrame, Detection, Prompt
 
@@ -183,24 +182,16 @@ class ColorClassifier:
 
 
 # --- the backend ---------------------------------------------------------------------------------
-@dataclass
-class ViewSetup:
-    """What the classical backend knows about one camera: its empty cell and its pick zone."""
-
-    background: BackgroundModel
-    zone: np.ndarray  # H x W bool
-
-
 class ClassicalBackend:
     """Colour/shape classifier + change detection. Stateless between frames: tracking is done
     downstream, so every call is a keyframe."""
 
     name = "classical"
 
-    def __init__(self, classifier: ColorClassifier, views: dict[str, ViewSetup], split_parts: Sequence[str] = (),
-                 static_classes: Sequence[str] = ()):
+    def __init__(self, classifier: ColorClassifier, backgrounds: dict[str, BackgroundModel],
+                 split_parts: Sequence[str] = (), static_classes: Sequence[str] = ()):
         self.classifier = classifier
-        self.views = views
+        self.backgrounds = backgrounds
         self.split_parts = set(split_parts)  # classes whose touching instances are split apart
         # Classes recorded in the empty cell (fixtures) are found by colour alone; every other
         # class must also have changed the scene, so a brightly lit table is never a "hand".
@@ -215,11 +206,12 @@ class ClassicalBackend:
         return [self._process_view(view, labels) for view in views]
 
     def _process_view(self, view: CameraFrame, labels: Sequence[str]) -> list[Detection]:
-        setup = self.views.get(view.camera)
-        if setup is None:
-            raise KeyError(f"camera '{view.camera}' has no background model; known: {', '.join(self.views)}")
+        background = self.backgrounds.get(view.camera)
+        if background is None:
+            raise KeyError(f"camera '{view.camera}' has no background model; known: {', '.join(self.backgrounds)}")
         classes, cells = self.classifier.predict(view.image)
-        foreground = setup.background.foreground(view.image)
+        # The pipeline's intrusion monitor has already worked out the change for this view.
+        foreground = background.foreground(view.image) if view.changed is None else view.changed
         shape = classes.shape
         defect = classes == self.classifier.index(DEFECT_CLASS) if DEFECT_CLASS in self.classifier.classes \
             else np.zeros(shape, bool)
@@ -257,9 +249,6 @@ class ClassicalBackend:
             for piece, label in zip(_complete(seeds, grow_into, view.image), seed_labels):
                 detections.append(Detection(piece, self._score(cells, piece), label,
                                             attributes=("defective",) if _defective(piece, defect) else ()))
-        largest_part = max((self.classifier.typical_area.get(p, 0.0) for p in self.split_parts), default=500.0)
-        for region in intrusion_regions(foreground, setup.zone, int(largest_part)):
-            detections.append(Detection(region, 1.0, INTRUSION_LABEL, source=Source.INTRUSION))
         return detections
 
     def _score(self, cells: np.ndarray, mask: BoxedMask) -> float:

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from segmentation_node.atomic_io import atomic_write_bytes
-from segmentation_node.perception.classical import BackgroundModel, ClassicalBackend, ColorClassifier, ViewSetup
+from segmentation_node.perception.classical import BackgroundModel, ClassicalBackend, ColorClassifier
+from segmentation_node.perception.intrusion import IntrusionMonitor, ZoneView
 from segmentation_node.perception.tracking import ViewGeometry
 
 
@@ -37,8 +38,14 @@ class Commissioning:
         return {name: camera.zone.shape for name, camera in self.cameras.items()}
 
     def classical_backend(self) -> ClassicalBackend:
-        views = {name: ViewSetup(camera.background, camera.zone) for name, camera in self.cameras.items()}
-        return ClassicalBackend(self.classifier, views, self.part_classes, self.static_classes)
+        backgrounds = {name: camera.background for name, camera in self.cameras.items()}
+        return ClassicalBackend(self.classifier, backgrounds, self.part_classes, self.static_classes)
+
+    def intrusion_monitor(self) -> IntrusionMonitor:
+        """Runs beside any backend; a part is at most as large as the largest typical part."""
+        largest_part = max((self.classifier.typical_area.get(p, 0.0) for p in self.part_classes), default=500.0)
+        return IntrusionMonitor({name: ZoneView(camera.background, camera.zone) for name, camera in self.cameras.items()},
+                                int(largest_part))
 
     def save(self, path: Path) -> None:
         arrays = {"classes": np.array(self.classifier.classes), "table": self.classifier.table,

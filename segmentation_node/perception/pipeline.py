@@ -1,12 +1,13 @@
-"""One frame set through the whole ROS-free core: backend (detector on keyframes, propagation
-between) -> per-view tracks -> one id per object across views -> roles -> verdict.
+"""One frame set through the whole ROS-free core: intrusion monitor (beside every backend) and
+backend (detector on keyframes, propagation between) -> per-view tracks -> one id per object
+across views -> roles -> verdict.
 
 The segmentation node wraps this; tests and the evaluation CLI drive it directly.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ from segmentation_node.contract import Role, Source
 from segmentation_node.perception.actionability import (
     ActionabilityConfig, Conditions, Instance, Verdict, assign_role, decide)
 from segmentation_node.perception.intent import ResolvedIntent, forbidden_prompts
+from segmentation_node.perception.intrusion import IntrusionMonitor
 from segmentation_node.perception.ontology import Ontology
 from segmentation_node.perception.tracking import CrossViewIdentity, ViewGeometry, ViewTracker
 from segmentation_node.perception.types import CameraFrame, Detection, SegmentationBackend
@@ -42,7 +44,7 @@ class KeyframeScheduler:
 class FrameSetOutcome:
     views: dict[str, list[Instance]]
     verdict: Verdict
-    inference_ms: float
+    inference_ms: float  # the intrusion monitor and the backend
     keyframe: bool
 
 
@@ -54,6 +56,7 @@ class PerceptionPipeline:
     actionability: ActionabilityConfig = ActionabilityConfig()
     scheduler: KeyframeScheduler = field(default_factory=KeyframeScheduler)
     intent: ResolvedIntent | None = None
+    intrusion: IntrusionMonitor | None = None  # None: no commissioned cell, the model alone
     _trackers: dict[str, ViewTracker] = field(default_factory=dict)
     _identity: CrossViewIdentity | None = None
     _keyframe_due: bool = True
@@ -71,16 +74,26 @@ class PerceptionPipeline:
         keyframe = self.scheduler.next(self._keyframe_due or self._tracks_lost)
         self._keyframe_due = False
         prompts = self.intent.prompts if self.intent else forbidden_prompts(self.ontology)
-        started = time.perf_counter()
+        started = time.perf_counter()  # inference: the intrusion monitor and the backend
+        intrusions, monitor_error = [[] for _ in views], None
+        if self.intrusion is not None:
+            try:
+                observed = [self.intrusion.observe(view) for view in views]
+                views = [replace(view, changed=changed) for view, (changed, _) in zip(views, observed)]
+                intrusions = [found for _, found in observed]
+            except Exception as error:  # noqa: BLE001 - a monitor that cannot see must fail safe, not crash
+                monitor_error = f"intrusion monitor: {type(error).__name__}: {error}"
         try:
             detections = self.backend.process(views, prompts, keyframe)
-            model_error = None
+            model_error = monitor_error
         except Exception as error:  # noqa: BLE001 - any backend failure must fail safe, not crash
             detections = [[] for _ in views]
             model_error = f"{type(error).__name__}: {error}"
             self.backend.reset()
         inference_ms = (time.perf_counter() - started) * 1000.0
-        instances = {view.camera: self._track(view.camera, self._keep(found)) for view, found in zip(views, detections)}
+        # The monitor's regions join whatever the model found: no model output removes them.
+        instances = {view.camera: self._track(view.camera, self._keep(found + intruding))
+                     for view, found, intruding in zip(views, detections, intrusions)}
         self._tracks_lost = any(track.age > 0 for tracker in self._trackers.values() for track in tracker.tracks)
         verdict = decide(instances, conditions, self.ontology, self.intent, self.actionability, model_error)
         return FrameSetOutcome(instances, verdict, inference_ms, keyframe)

@@ -18,6 +18,7 @@ class CameraFrame:
     stamp_ns: int
     image: np.ndarray  # H x W x 3 uint8, RGB
     frame_id: str = ""
+    changed: np.ndarray | None = None  # H x W bool: differs from the empty cell (the intrusion monitor's)
 
 
 @dataclass(frozen=True)

@@ -192,9 +192,13 @@ class SegmentationNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         geometry = commissioning.geometry() if commissioning else {}
         self._image_sizes = commissioning.image_sizes() if commissioning else {}
+        if commissioning is None:
+            self.get_logger().warning("no commissioning_file: no intrusion monitor beside the model, only what it "
+                                      "names is forbidden (see workcell_commission)")
         self._pipeline = PerceptionPipeline(backend, self.ontology, geometry,
                                             ActionabilityConfig(clearance_px=self.clearance_px),
-                                            KeyframeScheduler(self.keyframe_interval))
+                                            KeyframeScheduler(self.keyframe_interval),
+                                            intrusion=commissioning.intrusion_monitor() if commissioning else None)
         with self._lock:
             if self._pending_intent is not None:
                 self._pipeline.set_intent(self._pending_intent)

@@ -121,7 +121,8 @@ def classical_pipeline(clip: Clip, intent_text: str = "everything", classifier: 
     ontology = load_ontology()
     classifier = classifier or train_classifier(replace(clip.config, frames=20))
     commissioned = commission(clip, classifier)
-    pipeline = PerceptionPipeline(commissioned.classical_backend(), ontology, commissioned.geometry())
+    pipeline = PerceptionPipeline(commissioned.classical_backend(), ontology, commissioned.geometry(),
+                                  intrusion=commissioned.intrusion_monitor())
     pipeline.set_intent(resolve_intent(intent_text, ontology))
     return pipeline
 
