@@ -5,6 +5,7 @@ Covered elsewhere: camera drop and return, stamps going back (out of order), wro
 (test_operator_node.py). Here: backend exceptions, a backend slower than the cameras, command and
 intent floods, a camera whose stamps jump ahead, and kill -9 while the flywheel writes.
 """
+import contextlib
 import json
 import signal
 import time
@@ -13,16 +14,17 @@ import cv2
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE, Command, Reason
+from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE, Command, Reason, Source
 from segmentation_node.contract import GateState as State
 from segmentation_node.flywheel.shards import list_shards
 from segmentation_node.ros.messages import endpoint_qos
 from tests.ros.cell_stream import CAMERAS, make_cell, send
-from tests.ros.harness import call, node_process, spin_until
+from tests.ros.harness import TIMEOUT_S, call, node_process, spin_until
 from workcell_segmentation.msg import FrameSetResult, GateState, OperatorCommand, OperatorIntent
 from workcell_segmentation.srv import GateCommand, SetIntent
 
@@ -85,10 +87,13 @@ def test_backend_exceptions_fail_safe_and_the_node_recovers(cell, client):
         failed = [r for r in client.results if Reason.MODEL_ERROR in r.reason_codes]
         assert len(failed) == 3, [r.reasons for r in client.results]
         assert all(not r.actionable and any("injected backend fault" in text for text in r.reasons) for r in failed)
-        assert all(not any(v.instances for v in r.views) for r in failed), "no masks from a failed model"
+        # Nothing from the failed model; the intrusion monitor's regions stay (a crash cannot silence it).
+        assert all(i.source == Source.INTRUSION for r in failed for v in r.views for i in v.instances), \
+            "no masks from a failed model"
         later = [r for r in client.results if r.sequence > failed[-1].sequence]
         assert later and all(Reason.MODEL_ERROR not in r.reason_codes for r in later)
-        assert any(v.instances for v in later[-1].views), "the model serves again after the faults"
+        assert any(i.source == Source.MODEL for v in later[-1].views for i in v.instances), \
+            "the model serves again after the faults"
         assert process.poll() is None
 
 
@@ -145,14 +150,20 @@ def test_command_and_intent_floods_leave_the_operator_node_answering(cell, clien
         started = time.monotonic()
         for index in range(1000):  # ~1000/s of each
             kind = Command.RESUME if index % 2 else Command.PAUSE
-            commands.publish(OperatorCommand(command=int(kind), operator_id="alice" if index % 3 else "mallory"))
-            intents.publish(OperatorIntent(operator_id="alice", text="good blocks" if index % 2 else "x" * 10_000))
+            # A reliable writer whose reader lags refuses a write once its history is full
+            # ("cannot publish data"): the flooder's problem, not the node's.
+            with contextlib.suppress(RCLError):
+                commands.publish(OperatorCommand(command=int(kind), operator_id="alice" if index % 3 else "mallory"))
+            with contextlib.suppress(RCLError):
+                intents.publish(OperatorIntent(operator_id="alice", text="good blocks" if index % 2 else "x" * 10_000))
             while time.monotonic() < started + (index + 1) / 1000.0:
                 rclpy.spin_once(client, timeout_sec=0.0005)
         flood_s = time.monotonic() - started
         # The last words win, in order: whatever the flood left, PAUSE then RESUME ends RUNNING.
-        commands.publish(OperatorCommand(command=int(Command.PAUSE), operator_id="bob", reason="flood over"))
-        commands.publish(OperatorCommand(command=int(Command.RESUME), operator_id="alice", reason="after the flood"))
+        publish_once_accepted(client, commands, OperatorCommand(command=int(Command.PAUSE), operator_id="bob",
+                                                                reason="flood over"))
+        publish_once_accepted(client, commands, OperatorCommand(command=int(Command.RESUME), operator_id="alice",
+                                                                reason="after the flood"))
         spin_until(client, lambda: client.gates and client.gates[-1].reason == "after the flood", "the final RESUME",
                    timeout_s=60)
         asked = time.monotonic()
@@ -165,6 +176,17 @@ def test_command_and_intent_floods_leave_the_operator_node_answering(cell, clien
     assert flood_s < 5.0
     assert answer.accepted and answer.state.state == State.PAUSED and answered_s < 5.0
     assert intent.accepted and intent.active.pick_attributes == ["defective"]
+
+
+def publish_once_accepted(client, publisher, message):
+    """Publish, spinning until the writer has room again after a flood."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            return publisher.publish(message)
+        except RCLError:
+            assert time.monotonic() < deadline, "the writer never had room again"
+            rclpy.spin_once(client, timeout_sec=0.05)
 
 
 def flywheel_stats(client):
