@@ -221,3 +221,25 @@ def test_overlapping_targets_are_made_disjoint_and_match_the_label_image_exactly
         assert np.array_equal(decoded, labels == value), f"target {value}: RLE and label image differ"
     (forbidden,) = [i for i in instances if i.role is Role.FORBIDDEN]
     assert np.array_equal(forbidden.mask.to_array(), hand)
+
+
+def test_an_undecided_attribute_is_never_a_target_of_an_intent_about_it(ontology):
+    from segmentation_node.perception.actionability import assign_role
+
+    undecided = instance(1, "part_a", Role.UNKNOWN, boxed_disc((20, 20)))
+    undecided.uncertain = ("defective",)
+    for text, role in [("defective items only", Role.IGNORE), ("good discs", Role.IGNORE),
+                       ("pick everything", Role.TARGET), ("good discs", Role.IGNORE)]:
+        assert assign_role(undecided, ontology, resolve_intent(text, ontology)) is role, text
+
+
+def test_what_one_view_decides_about_an_object_holds_in_every_view():
+    from segmentation_node.perception.pipeline import _share_attributes
+
+    top = instance(3, "part_b", Role.UNKNOWN, boxed_disc((20, 20)))
+    top.attributes = ("defective",)
+    side = instance(3, "part_b", Role.UNKNOWN, boxed_disc((20, 20)), camera="cam_left")  # scratch hidden
+    other = instance(4, "part_b", Role.UNKNOWN, boxed_disc((40, 60)), camera="cam_left")
+    other.uncertain = ("scratched",)
+    _share_attributes({"cam_top": [top], "cam_left": [side, other]})
+    assert side.attributes == ("defective",) and other.attributes == () and other.uncertain == ("scratched",)

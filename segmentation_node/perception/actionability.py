@@ -37,6 +37,7 @@ class Instance:
     stability: float
     mask: BoxedMask
     role: Role = Role.UNKNOWN
+    uncertain: tuple[str, ...] = ()  # attributes undecided: never a target when the intent names them
 
 
 def assign_role(instance: Instance, ontology: Ontology, intent: ResolvedIntent | None) -> Role:
@@ -46,7 +47,8 @@ def assign_role(instance: Instance, ontology: Ontology, intent: ResolvedIntent |
     if spec is None:
         return Role.UNKNOWN
     if spec.role is Role.TARGET:
-        return Role.TARGET if intent is not None and intent.wants(instance.label, instance.attributes) else Role.IGNORE
+        wanted = intent is not None and intent.wants(instance.label, instance.attributes, instance.uncertain)
+        return Role.TARGET if wanted else Role.IGNORE
     return spec.role
 
 

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +28,7 @@ INTRUSION_LABEL = "unknown_object"
 DEFECT_CLASS = "defect"
 BACKGROUND_CLASS = "background"
 _BITS = 5  # colour quantisation: 32 levels per channel
+_DEFECT_PIXELS = 4  # without learned bands: this many defect-coloured interior pixels is a defect
 
 
 def _quantize(image: np.ndarray) -> np.ndarray:
@@ -136,6 +137,9 @@ class ColorClassifier:
     table: np.ndarray              # quantised colour -> class index (uint8)
     confidence: np.ndarray         # quantised colour -> posterior of that class (float32)
     typical_area: dict[str, float]  # median instance area per class in the training views
+    # Per part class, (below, above) in defect-coloured interior pixels: fewer than `below` is
+    # surely intact, more than `above` surely defective, in between undecided (training views).
+    defect_bands: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, images: Sequence[np.ndarray], label_maps: Sequence[np.ndarray], classes: Sequence[str],
@@ -159,6 +163,13 @@ class ColorClassifier:
         confidence = np.where(total > 0, likelihood.max(axis=0) / np.maximum(total, 1e-12), 0.0)
         return cls(tuple(classes), table, confidence.astype(np.float32), dict(typical_area))
 
+    def defect_verdict(self, label: str, defect_pixels: int) -> bool | None:
+        """True: defective, False: intact, None: undecided (between the class's bands)."""
+        below, above = self.defect_bands.get(label, (_DEFECT_PIXELS, _DEFECT_PIXELS - 1))
+        if defect_pixels < below:
+            return False
+        return True if defect_pixels > above else None
+
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class index and colour cell per pixel; `confidence[cells]` wherever a score is needed."""
         cells = _quantize(image)
@@ -171,14 +182,18 @@ class ColorClassifier:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, classes=np.array(self.classes), table=self.table, confidence=self.confidence,
                             area_names=np.array(list(self.typical_area)),
-                            area_values=np.array(list(self.typical_area.values()), dtype=np.float64))
+                            area_values=np.array(list(self.typical_area.values()), dtype=np.float64),
+                            band_names=np.array(list(self.defect_bands), dtype=str),
+                            band_values=np.array(list(self.defect_bands.values()), dtype=np.float64).reshape(-1, 2))
         atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> "ColorClassifier":
         with np.load(path) as data:
+            bands = dict(zip((str(n) for n in data["band_names"]), map(tuple, data["band_values"].tolist()))) \
+                if "band_names" in data else {}
             return cls(tuple(str(c) for c in data["classes"]), data["table"], data["confidence"],
-                       dict(zip((str(n) for n in data["area_names"]), data["area_values"].tolist())))
+                       dict(zip((str(n) for n in data["area_names"]), data["area_values"].tolist())), bands)
 
 
 # --- the backend ---------------------------------------------------------------------------------
@@ -215,7 +230,7 @@ class ClassicalBackend:
         shape = classes.shape
         defect = classes == self.classifier.index(DEFECT_CLASS) if DEFECT_CLASS in self.classifier.classes \
             else np.zeros(shape, bool)
-        detections, seeds, seed_labels = [], [], []
+        detections, seeds = [], []  # seeds: (piece, label, cut near a defect)
         near_change, edges = _grow(foreground, 2), None  # edges: only once a part class needs them
         # Classes that must have changed the scene can only be found near the change: their
         # masks and components are worked out in its box (a fifth to a third of the view here).
@@ -239,16 +254,24 @@ class ClassicalBackend:
                 continue
             edges = _edges(view.image) if edges is None else edges
             for component in pieces:
-                for piece in _split_touching(component, typical, edges):
-                    seeds.append(piece)
-                    seed_labels.append(label)
+                split = _split_touching(component, typical, edges)
+                # A cut may run along a scratch: then a piece without defect pixels may be the
+                # rest of a defective part, and its verdict on defects is no verdict.
+                cut_near_defect = len(split) > 1 and component.within(defect).any()
+                for piece in split:
+                    seeds.append((piece, label, cut_near_defect))
         if seeds:  # seeds lie in the changed box; outside it nothing changed
             grow_into = np.zeros(shape, bool)
             grow_into[changed_box] = foreground[changed_box] & ~np.isin(
                 classes[changed_box], [self.classifier.index(d.label) for d in detections])
-            for piece, label in zip(_complete(seeds, grow_into, view.image), seed_labels):
+            completed = _complete([seed for seed, _, _ in seeds], grow_into, view.image)
+            for piece, (_, label, cut_near_defect) in zip(completed, seeds):
+                verdict = self.classifier.defect_verdict(label, defect_pixels(piece, defect))
+                if cut_near_defect and verdict is False:
+                    verdict = None
                 detections.append(Detection(piece, self._score(cells, piece), label,
-                                            attributes=("defective",) if _defective(piece, defect) else ()))
+                                            attributes=("defective",) if verdict else (),
+                                            uncertain=("defective",) if verdict is None else ()))
         return detections
 
     def _score(self, cells: np.ndarray, mask: BoxedMask) -> float:
@@ -261,11 +284,11 @@ def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool)
 
 
-def _defective(piece: BoxedMask, defect: np.ndarray) -> bool:
-    """At least 4 defect-coloured pixels inside the part, away from its rim."""
+def defect_pixels(piece: BoxedMask, defect: np.ndarray) -> int:
+    """Defect-coloured pixels inside the part, away from its rim (2 pixels)."""
     box = _grown(piece.box, 2, piece.shape)
     interior = cv2.erode(piece.crop_to(box).view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
-    return np.count_nonzero(interior & defect[box]) >= 4
+    return int(np.count_nonzero(interior & defect[box]))
 
 
 def _edges(image: np.ndarray) -> np.ndarray:

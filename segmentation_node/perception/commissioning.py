@@ -59,6 +59,7 @@ class Commissioning:
         meta = {"cameras": list(self.cameras), "part_classes": list(self.part_classes),
                 "static_classes": list(self.static_classes),
                 "typical_area": self.classifier.typical_area,
+                "defect_bands": {label: list(band) for label, band in self.classifier.defect_bands.items()},
                 "thresholds": {n: c.background.threshold for n, c in self.cameras.items()}}
         buffer = io.BytesIO()
         np.savez_compressed(buffer, meta=np.array(json.dumps(meta)), **arrays)
@@ -70,7 +71,8 @@ class Commissioning:
             with np.load(path) as data:
                 meta = json.loads(str(data["meta"]))
                 classifier = ColorClassifier(tuple(str(c) for c in data["classes"]), data["table"],
-                                             data["confidence"], meta["typical_area"])
+                                             data["confidence"], meta["typical_area"],
+                                             {label: tuple(band) for label, band in meta.get("defect_bands", {}).items()})
                 cameras = {name: CameraCommissioning(
                     ViewGeometry(data[f"{name}/intrinsics"], data[f"{name}/world_from_camera"]),
                     BackgroundModel(data[f"{name}/median"], data[f"{name}/spread"], meta["thresholds"][name]),

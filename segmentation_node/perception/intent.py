@@ -64,11 +64,13 @@ class ResolvedIntent:
     prompts: tuple[Prompt, ...]
     explanation: str
 
-    def wants(self, label: str, attributes: tuple[str, ...] | list[str]) -> bool:
-        """Whether an instance of `label` with `attributes` is a target under this intent."""
+    def wants(self, label: str, attributes: tuple[str, ...] | list[str], uncertain: tuple[str, ...] = ()) -> bool:
+        """Whether an instance of `label` with `attributes` is a target under this intent; never
+        when an attribute the intent asks for or rejects is `uncertain` for it."""
         present = set(attributes)
         return (label in self.pick_classes and set(self.pick_attributes) <= present
-                and not present & set(self.reject_attributes))
+                and not present & set(self.reject_attributes)
+                and not set(uncertain) & (set(self.pick_attributes) | set(self.reject_attributes)))
 
 
 def _vocabulary(ontology: Ontology) -> dict[str, tuple[str, str]]:

@@ -92,8 +92,10 @@ class PerceptionPipeline:
             self.backend.reset()
         inference_ms = (time.perf_counter() - started) * 1000.0
         # The monitor's regions join whatever the model found: no model output removes them.
-        instances = {view.camera: self._track(view.camera, self._keep(found + intruding))
-                     for view, found, intruding in zip(views, detections, intrusions)}
+        tracked = {view.camera: self._track(view.camera, self._keep(found + intruding))
+                   for view, found, intruding in zip(views, detections, intrusions)}
+        _share_attributes(tracked)
+        instances = {camera: self._roles(found) for camera, found in tracked.items()}
         self._tracks_lost = any(track.age > 0 for tracker in self._trackers.values() for track in tracker.tracks)
         verdict = decide(instances, conditions, self.ontology, self.intent, self.actionability, model_error)
         return FrameSetOutcome(instances, verdict, inference_ms, keyframe)
@@ -128,6 +130,7 @@ class PerceptionPipeline:
                 kept.append(detection)
                 continue
             twin.attributes = tuple(dict.fromkeys(twin.attributes + detection.attributes))
+            twin.uncertain = tuple(dict.fromkeys(twin.uncertain + detection.uncertain))
             if detection.score > twin.score:
                 twin.mask, twin.score, twin.prompt = detection.mask, detection.score, detection.prompt
         return kept
@@ -140,14 +143,30 @@ class PerceptionPipeline:
         instances = []
         for detection, track, global_id in zip(tracked, tracks, global_ids):
             instances.append(Instance(camera, global_id, detection.label, detection.attributes, detection.prompt,
-                                      detection.source, detection.score, track.stability, detection.mask))
+                                      detection.source, detection.score, track.stability, detection.mask,
+                                      uncertain=detection.uncertain))
         for detection in detections:
             if detection.source is Source.INTRUSION:
                 instances.append(Instance(camera, 0, detection.label, (), "", detection.source, detection.score,
                                           1.0, detection.mask))
+        return instances
+
+    def _roles(self, instances: list[Instance]) -> list[Instance]:
         for instance in instances:
             instance.role = assign_role(instance, self.ontology, self.intent)
         return _disjoint_targets(instances)
+
+
+def _share_attributes(views: dict[str, list[Instance]]) -> None:
+    """One object, one set of attributes: what any view decided about an object (a scratch seen
+    from above but hidden from the side), or could not decide, holds for it in every view."""
+    decided, undecided = {}, {}
+    for instance in (i for found in views.values() for i in found if i.track_id):
+        decided[instance.track_id] = decided.get(instance.track_id, ()) + instance.attributes
+        undecided[instance.track_id] = undecided.get(instance.track_id, ()) + instance.uncertain
+    for instance in (i for found in views.values() for i in found if i.track_id):
+        instance.attributes = tuple(dict.fromkeys(decided[instance.track_id]))
+        instance.uncertain = tuple(a for a in dict.fromkeys(undecided[instance.track_id]) if a not in instance.attributes)
 
 
 def _disjoint_targets(instances: list[Instance]) -> list[Instance]:

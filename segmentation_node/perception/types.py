@@ -42,6 +42,7 @@ class Detection:
     track_id: int = 0  # backend-local track id in this view; 0 = not tracked
     source: Source = Source.MODEL
     attributes: tuple[str, ...] = field(default=())
+    uncertain: tuple[str, ...] = field(default=())  # attributes the backend could not decide either way
 
 
 class SegmentationBackend(Protocol):

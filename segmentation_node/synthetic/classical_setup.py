@@ -9,13 +9,16 @@ from typing import Sequence
 
 import numpy as np
 
-from segmentation_node.perception.classical import BACKGROUND_CLASS, DEFECT_CLASS, BackgroundModel, ColorClassifier
+from segmentation_node.masks import BoxedMask
+from segmentation_node.perception.classical import (
+    BACKGROUND_CLASS, DEFECT_CLASS, BackgroundModel, ColorClassifier, defect_pixels)
 from segmentation_node.perception.commissioning import CameraCommissioning, Commissioning
 from segmentation_node.perception.tracking import ViewGeometry
 from segmentation_node.perception.zones import zone_mask
 from segmentation_node.synthetic.camera import PinholeCamera
 from segmentation_node.synthetic.render import render_frame_set
-from segmentation_node.synthetic.scene import BIN_HALF, BIN_WALL_HEIGHT, DEFAULT_ROLES, Clip, ClipConfig, generate_clip
+from segmentation_node.synthetic.scene import (
+    BIN_HALF, BIN_WALL_HEIGHT, DEFAULT_ROLES, DEFECTIVE, Clip, ClipConfig, generate_clip)
 
 CLASSES = (BACKGROUND_CLASS, *sorted(label for label in DEFAULT_ROLES if label != "bin"), DEFECT_CLASS)
 PART_CLASSES = ("part_a", "part_b")
@@ -29,7 +32,7 @@ def train_classifier(template: ClipConfig, seeds: Sequence[int] = (101, 102, 103
                      frames_per_clip: int = 6) -> ColorClassifier:
     """Learn colours from rendered clips of other seeds: frames spread over each clip so the
     hand, the picks and the dimmed light are all seen, each at several brightness gains."""
-    images, label_maps, areas = [], [], {}
+    images, label_maps, areas, parts = [], [], {}, []
     for seed in seeds:
         clip = generate_clip(replace(template, seed=seed))
         for index in np.linspace(0, len(clip.frames) - 1, frames_per_clip).round().astype(int):
@@ -47,8 +50,28 @@ def train_classifier(template: ClipConfig, seeds: Sequence[int] = (101, 102, 103
                 for instance in view.instances:
                     if instance.visible_fraction > 0.9:
                         areas.setdefault(instance.label, []).append(instance.area)
+                        if instance.label in PART_CLASSES:
+                            parts.append((view.image, BoxedMask.from_array(view.mask(instance.track_id)),
+                                          instance.label, DEFECTIVE in instance.attributes))
     typical = {label: float(np.median(values)) for label, values in areas.items() if label in CLASSES}
-    return ColorClassifier.fit(images, label_maps, CLASSES, typical)
+    classifier = ColorClassifier.fit(images, label_maps, CLASSES, typical)
+    return replace(classifier, defect_bands=_defect_bands(classifier, parts))
+
+
+def _defect_bands(classifier: ColorClassifier, parts) -> dict[str, tuple[float, float]]:
+    """Per part class, the defect-pixel counts that decide: below the fewest any defective
+    training part showed is intact, above the most any intact one showed is defective; both
+    edges widened by a quarter (a detected mask is not the true one), the rest undecided."""
+    counts: dict[tuple[str, bool], list[int]] = {}
+    for image, mask, label, defective in parts:
+        defect = classifier.predict(image)[0] == classifier.index(DEFECT_CLASS)
+        counts.setdefault((label, defective), []).append(defect_pixels(mask, defect))
+    bands = {}
+    for label in sorted({label for label, _ in counts}):
+        intact, broken = counts.get((label, False)), counts.get((label, True))
+        if intact and broken:
+            bands[label] = (0.8 * min(broken), 1.25 * max(intact))
+    return bands
 
 
 def bin_zone(camera: PinholeCamera) -> np.ndarray:

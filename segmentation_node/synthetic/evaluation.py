@@ -26,6 +26,7 @@ from segmentation_node.synthetic.scene import Clip, ClipConfig, FrameState, gene
 FORBIDDEN_TRUTH = ("hand", "tool", "fixture")
 HALF_VISIBLE = 0.5
 MATCH_IOU = 0.1  # a guess overlapping a true instance this much is its match (then scored by IoU)
+PRECISION_INTENTS = ("defective items only", "pick part_a", "good blocks")
 
 
 @dataclass
@@ -42,6 +43,9 @@ class EvaluationReport:
     flicker: int
     cross_view_splits: int              # object-frames where one part got different ids in two views
     actionable_frame_sets: int
+    # Of the TARGET instances in actionable frame sets, the share whose true object the intent wants.
+    target_precision: float | None
+    targets_marked: int
 
     def rows(self) -> list[tuple[str, str]]:
         rows = [(f"forbidden recall: {label}", f"{value:.3f}") for label, value in self.forbidden_recall.items()]
@@ -58,6 +62,10 @@ class EvaluationReport:
         ]
         return rows
 
+    def precision_row(self) -> str:
+        shown = "n/a" if self.target_precision is None else f"{self.target_precision:.3f}"
+        return f"{shown} ({self.targets_marked} targets)"
+
 
 def evaluate_clip(clip: Clip, pipeline: PerceptionPipeline,
                   observer: Callable[[FrameState, list[ViewRender], FrameSetOutcome], None] | None = None
@@ -67,7 +75,7 @@ def evaluate_clip(clip: Clip, pipeline: PerceptionPipeline,
     covered, total = defaultdict(int), defaultdict(int)
     ious, boundary, ap = [], [], CocoMaskAP(list(pickable))
     stability = TemporalStability()
-    splits = actionable = 0
+    splits = actionable = marked = right = 0
     for frame in clip.frames:
         renders = render_frame_set(clip, frame.index)
         outcome = pipeline.process([CameraFrame(r.camera.name, r.stamp_ns, r.image, r.camera.frame_id)
@@ -105,6 +113,11 @@ def evaluate_clip(clip: Clip, pipeline: PerceptionPipeline,
                         boundary.append(boundary_f_score(guesses[i].mask.to_array(), render.mask(truth.track_id)))
                         if iou >= 0.5:
                             ids_across_views[truth.track_id].add(guesses[i].track_id)
+            if outcome.verdict.actionable:
+                for instance in predicted:
+                    if instance.role is Role.TARGET:
+                        marked += 1
+                        right += _intended(pipeline, render, instance)
         splits += sum(len(ids) > 1 for ids in ids_across_views.values())
     return EvaluationReport(
         len(clip.frames), len(clip.cameras),
@@ -112,7 +125,14 @@ def evaluate_clip(clip: Clip, pipeline: PerceptionPipeline,
         float(np.mean(ious)) if ious else 0.0,
         float(np.mean(np.array(ious) >= 0.8)) if ious else 0.0, len(ious),
         float(np.mean(boundary)) if boundary else 0.0, ap.evaluate(),
-        stability.id_switches, stability.flicker, splits, actionable)
+        stability.id_switches, stability.flicker, splits, actionable, right / marked if marked else None, marked)
+
+
+def _intended(pipeline: PerceptionPipeline, render: ViewRender, instance) -> bool:
+    """Whether the true object under most of the instance's pixels is one the intent wants."""
+    ids, counts = np.unique(render.instance_map[instance.mask.box][instance.mask.crop], return_counts=True)
+    truth = next((t for t in render.instances if t.track_id == ids[np.argmax(counts)]), None)
+    return truth is not None and pipeline.intent.wants(truth.label, truth.attributes)
 
 
 def classical_pipeline(clip: Clip, intent_text: str = "everything", classifier: ColorClassifier | None = None):
@@ -148,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n### {title}\n\n| metric | value |\n|---|---|")
         for name, value in report.rows():
             print(f"| {name} | {value} |")
+    clip = generate_clip(base)
+    print("\n### target precision under an intent (last clip): of the targets in actionable frame sets, "
+          "the share the ground truth says the intent wants\n\n| intent | precision | actionable frame sets |\n|---|---|---|")
+    for text in PRECISION_INTENTS:
+        report = evaluate_clip(clip, classical_pipeline(clip, text, classifier=classifier))
+        print(f"| {text} | {report.precision_row()} | {report.actionable_frame_sets} / {report.frames} |")
     return 0
 
 
