@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -36,26 +35,30 @@ from segmentation_node.masks import greedy_match
 from segmentation_node.perception.ontology import load_ontology
 from segmentation_node.perception.pipeline import PerceptionPipeline
 from segmentation_node.perception.types import CameraFrame
+from segmentation_node.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S, ApproximateSync
 from segmentation_node.synthetic.export import ros2_typestore
 
 RESULT_TOPIC = "/frame_set"
 
 
-def camera_frame_sets(bag: Path, cameras: list[str]) -> Iterator[tuple[int, list[CameraFrame]]]:
-    """Complete frame sets of the recording (one image per camera with the same stamp)."""
+def camera_frame_sets(bag: Path, cameras: list[str], slop_s: float = DEFAULT_SLOP_S,
+                      queue_size: int = DEFAULT_QUEUE_SIZE) -> Iterator[tuple[int, list[CameraFrame]]]:
+    """(stamp, views) of the recording as the node assembles them: the same approximate-time
+    synchronizer, slop and queue, in recording order; a frame set's stamp is its newest view's."""
     typestore = ros2_typestore()
-    topics = {f"/{camera}/image_raw": camera for camera in cameras}
-    pending: dict[int, dict[str, CameraFrame]] = defaultdict(dict)
+    topics = {f"/{camera}/image_raw": index for index, camera in enumerate(cameras)}
+    ready: list[list[CameraFrame]] = []
+    sync = ApproximateSync(len(cameras), queue_size, slop_s, lambda *views: ready.append(list(views)))
     with Reader(bag) as reader:
         wanted = [c for c in reader.connections if c.topic in topics]
         for connection, timestamp, raw in reader.messages(connections=wanted):
             message = typestore.deserialize_cdr(raw, connection.msgtype)
             stamp = message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
-            camera = topics[connection.topic]
-            pending[stamp][camera] = CameraFrame(camera, stamp, to_rgb(message), message.header.frame_id)
-            if len(pending[stamp]) == len(cameras):
-                frames = pending.pop(stamp)
-                yield stamp, [frames[c] for c in cameras]
+            index = topics[connection.topic]
+            sync.add(index, stamp, CameraFrame(cameras[index], stamp, to_rgb(message), message.header.frame_id))
+            while ready:
+                views = ready.pop(0)
+                yield max(view.stamp_ns for view in views), views
 
 
 def run_offline(bag: Path, commissioning: Commissioning, intent_text: str) -> list[FrameSetRecord]:

@@ -8,6 +8,10 @@ import itertools
 import threading
 from typing import Any, Callable
 
+# The node's defaults (parameters sync_slop_s, sync_queue_size); offline modes use the same.
+DEFAULT_SLOP_S = 0.02
+DEFAULT_QUEUE_SIZE = 5
+
 
 class ApproximateSync:
     def __init__(self, inputs: int, queue_size: int, slop_s: float, callback: Callable[..., None]):

@@ -62,3 +62,46 @@ def test_cli_record_and_compare(cell, tmp_path, capsys):
     assert "PASS: 8 frame sets compared" in capsys.readouterr().out
     assert main(["compare", str(golden), str(bag)]) == 2  # a recording has no results topic
     assert "has no topic /frame_set" in capsys.readouterr().err
+
+
+def _write_two_camera_bag(path, offsets_ns, frames=6, period_ns=66_666_666):
+    """A recording written here with rosbags alone (not the synthetic exporter): two bgr8
+    cameras whose stamps are `offsets_ns` apart, and one left image that has no partner."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    types = get_typestore(Stores.ROS2_KILTED)
+    Image, Header, Time = (types.types[n] for n in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
+                                                    "builtin_interfaces/msg/Time"))
+    start = 1_700_000_000_000_000_000
+    with Writer(path, version=9) as writer:
+        connections = {c: writer.add_connection(f"/{c}/image_raw", "sensor_msgs/msg/Image", typestore=types)
+                       for c in ("left", "right")}
+        messages = []
+        for index in range(frames):
+            for camera, offset in zip(("left", "right"), offsets_ns):
+                messages.append((start + index * period_ns + offset, camera, index))
+        messages.append((start + frames * period_ns + period_ns // 2, "left", frames))  # no partner
+        for stamp, camera, index in sorted(messages):
+            pixels = np.full((24, 32, 3), (index * 20) % 256, np.uint8)
+            header = Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id=f"{camera}_optical")
+            message = Image(header=header, height=24, width=32, encoding="bgr8", is_bigendian=0, step=96,
+                            data=pixels.ravel())
+            writer.write(connections[camera], stamp, types.serialize_cdr(message, "sensor_msgs/msg/Image"))
+    return start
+
+
+def test_offline_frame_sets_are_assembled_like_the_node_does(tmp_path):
+    """Stamps a few ms apart pair up within the node's slop, as live; identical-stamp pairing
+    found none on such a recording. The frame set's stamp is its newest view's."""
+    from segmentation_node.regression import camera_frame_sets
+
+    start = _write_two_camera_bag(tmp_path / "rec", offsets_ns=(0, 3_000_000))
+    sets = list(camera_frame_sets(tmp_path / "rec", ["left", "right"]))
+    assert len(sets) == 6
+    for index, (stamp, views) in enumerate(sets):
+        assert [v.camera for v in views] == ["left", "right"]
+        assert views[1].stamp_ns - views[0].stamp_ns == 3_000_000 and stamp == views[1].stamp_ns
+        assert views[0].image.shape == (24, 32, 3) and int(views[0].image[0, 0, 0]) == (index * 20) % 256
+        assert views[0].stamp_ns == start + index * 66_666_666
+    assert list(camera_frame_sets(tmp_path / "rec", ["left", "right"], slop_s=0.001)) == []

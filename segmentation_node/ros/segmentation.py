@@ -58,6 +58,7 @@ from segmentation_node.ros.message_info import Arrived, received_ns, subscribe_w
 from segmentation_node.ros.messages import endpoint_qos, image_message, instance_message, nanoseconds, stamp_of
 from segmentation_node.ros.runner import run_node
 from segmentation_node.ros.synchronizer import make_synchronizer
+from segmentation_node.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from segmentation_node.stage_timer import StageTimer
 from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState, HardCaseReport, ViewResult
 from workcell_segmentation.srv import SwapModel
@@ -85,9 +86,9 @@ class SegmentationNode(LifecycleNode):
         T = ParameterType
         self.declare_parameter("cameras", ["cam_top", "cam_left", "cam_right"], _descriptor(
             T.PARAMETER_STRING_ARRAY, "camera names; each subscribes <name>/image_raw (remap in launch)"))
-        self.declare_parameter("sync_slop_s", 0.02, _descriptor(
+        self.declare_parameter("sync_slop_s", DEFAULT_SLOP_S, _descriptor(
             T.PARAMETER_DOUBLE, "largest stamp spread within one frame set", floats=(0.0001, 1.0)))
-        self.declare_parameter("sync_queue_size", 5, _descriptor(
+        self.declare_parameter("sync_queue_size", DEFAULT_QUEUE_SIZE, _descriptor(
             T.PARAMETER_INTEGER, "images kept per camera while waiting for a set", integers=(1, 100)))
         self.declare_parameter("stale_after_s", 0.5, _descriptor(
             T.PARAMETER_DOUBLE, "a camera without images for longer is stale", floats=(0.01, 60.0)))
