@@ -1,11 +1,13 @@
 """workcell_regression: guard every model or code change with recorded bags.
 
     workcell_regression record --bag cell_bag --commissioning cell.npz --out golden_bag
+        [--backend classical|sam3|sam3_trt|sam3_small] [--checkpoint sam3.pt | --model-registry DIR]
     workcell_regression live --bag cell_bag --cameras cam_top,cam_left --out run_bag [--rate 0.5]
     workcell_regression compare golden_bag candidate_bag [--min-iou 0.9]
 
 `record` runs a recording's camera images through the ROS-free pipeline (the offline mode: no
-DDS, same code as the node) and writes the frame-set results to a bag. `live` replays the
+DDS, same code as the node: its synchronizer and slop, the chosen backend and the intrusion
+monitor of the commissioned cell) and writes the frame-set results to a bag. `live` replays the
 recording to the running segmentation node over DDS at the recorded pace times `--rate` and
 records the node's results (segmentation_node/ros/replay.py; start that node with
 `gate_node:=regression_replay`: the replay stands in for the gate). `compare` checks two
@@ -25,6 +27,7 @@ from typing import Iterator
 
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
+from segmentation_node.backends import BACKENDS, BackendSpec
 from segmentation_node.bag_records import FrameSetRecord, InstanceRecord, ViewRecord, from_message, to_message
 from segmentation_node.contract import PACKAGE
 from segmentation_node.perception.actionability import Conditions
@@ -61,9 +64,12 @@ def camera_frame_sets(bag: Path, cameras: list[str], slop_s: float = DEFAULT_SLO
                 yield max(view.stamp_ns for view in views), views
 
 
-def run_offline(bag: Path, commissioning: Commissioning, intent_text: str) -> list[FrameSetRecord]:
+def run_offline(bag: Path, commissioning: Commissioning, intent_text: str,
+                backend: BackendSpec = BackendSpec("classical")) -> list[FrameSetRecord]:
+    """The recording's frame sets through the pipeline the node runs: the chosen backend with the
+    intrusion monitor of the commissioned cell beside it."""
     ontology = load_ontology()
-    pipeline = PerceptionPipeline(commissioning.classical_backend(), ontology, commissioning.geometry(),
+    pipeline = PerceptionPipeline(backend.build(commissioning)[0], ontology, commissioning.geometry(),
                                   intrusion=commissioning.intrusion_monitor())
     pipeline.set_intent(resolve_intent(intent_text, ontology))
     records = []
@@ -194,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     record.add_argument("--bag", type=Path, required=True, help="recording with <camera>/image_raw topics")
     record.add_argument("--commissioning", type=Path, required=True)
     record.add_argument("--intent", default="pick everything")
+    record.add_argument("--backend", choices=BACKENDS, default="classical")
+    record.add_argument("--checkpoint", default="", help="SAM3 checkpoint (backends sam3, sam3_trt)")
+    record.add_argument("--model-registry", default="", help="registry serving the SAM3 model instead")
+    record.add_argument("--model-version", default="", help="registry version (default: the promoted one)")
     record.add_argument("--out", type=Path, required=True)
     live = commands.add_parser("live", help="replay a recording to the running node (started with "
                                            "gate_node:=regression_replay), record its results")
@@ -211,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "record":
-            records = run_offline(args.bag, Commissioning.load(args.commissioning), args.intent)
+            commissioning = Commissioning.load(args.commissioning)
+            backend = BackendSpec(args.backend, args.checkpoint, args.model_registry, args.model_version,
+                                  views=len(commissioning.cameras))
+            records = run_offline(args.bag, commissioning, args.intent, backend)
             print(f"{len(records)} frame sets -> {write_records(records, args.out)}")
             return 0
         if args.command == "live":

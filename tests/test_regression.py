@@ -4,6 +4,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from segmentation_node.contract import Source
+
 from segmentation_node.masks import BoxedMask
 from segmentation_node.regression import compare, main, read_records, run_offline, write_records
 from segmentation_node.synthetic.classical_setup import commission, train_classifier
@@ -105,3 +107,16 @@ def test_offline_frame_sets_are_assembled_like_the_node_does(tmp_path):
         assert views[0].image.shape == (24, 32, 3) and int(views[0].image[0, 0, 0]) == (index * 20) % 256
         assert views[0].stamp_ns == start + index * 66_666_666
     assert list(camera_frame_sets(tmp_path / "rec", ["left", "right"], slop_s=0.001)) == []
+
+
+def test_offline_record_runs_any_backend_with_the_intrusion_monitor(cell, tmp_path):
+    """`record --backend sam3_small`: the random model names nothing useful, the commissioned
+    cell's intrusion monitor still reports what changed (the tool left in the cell)."""
+    folder, bag, commissioning, golden = cell
+    out = tmp_path / "small"
+    assert main(["record", "--bag", str(bag), "--commissioning", str(folder / "cell.npz"), "--backend",
+                 "sam3_small", "--out", str(out)]) == 0
+    records = read_records(out)
+    assert len(records) == len(read_records(golden))
+    assert all(r.model_version.startswith("sam3-small") for r in records)
+    assert any(i.source is Source.INTRUSION for r in records for v in r.views for i in v.instances)

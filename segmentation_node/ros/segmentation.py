@@ -34,6 +34,7 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from segmentation_node.backends import BACKENDS, PRECISIONS, BackendSpec
 from segmentation_node.camera_health import CameraHealth
 from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE, CameraStatus, HardCaseKind, Role
 from segmentation_node.flywheel.hard_cases import MIS_PICK, OPERATOR_REJECT, HardCasePolicy
@@ -45,6 +46,7 @@ from segmentation_node.image_codec import ImageError, check_format
 from segmentation_node.masks import label_image
 from segmentation_node.overlay import OverlayItem, draw_overlay
 from segmentation_node.perception.actionability import ActionabilityConfig, Conditions, Verdict, decide
+from segmentation_node.perception.commissioning import Commissioning
 from segmentation_node.perception.intent import IntentError, resolve_intent
 from segmentation_node.perception.ontology import OntologyError, load_ontology
 from segmentation_node.perception.pipeline import FrameSetOutcome, KeyframeScheduler, PerceptionPipeline
@@ -63,9 +65,6 @@ from segmentation_node.stage_timer import StageTimer
 from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState, HardCaseReport, ViewResult
 from workcell_segmentation.srv import SwapModel
 
-BACKENDS = ("classical", "sam3", "sam3_trt", "sam3_small")
-_CHECKPOINT_BACKENDS = ("sam3", "sam3_trt")  # served from `checkpoint` or `model_registry`
-PRECISIONS = ("fp16", "fp32", "int8", "fp8")
 _CAMERA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NODE_NAME = re.compile(r"^/?([A-Za-z_][A-Za-z0-9_]*/)*[A-Za-z_][A-Za-z0-9_]*$")
 _HARD_CASE_KINDS = {HardCaseKind.MISPICK: MIS_PICK, HardCaseKind.OPERATOR_REJECT: OPERATOR_REJECT}
@@ -241,24 +240,13 @@ class SegmentationNode(LifecycleNode):
         if not self.cameras or bad or len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"cameras must be unique names like cam_left; got {value('cameras')}")
         self.backend_name = value("backend")
-        if self.backend_name not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got '{self.backend_name}'")
         self.commissioning_file = value("commissioning_file")
+        self.model_registry = value("model_registry")
+        self.backend_spec = BackendSpec(self.backend_name, value("checkpoint"), self.model_registry,
+                                        value("model_version"), value("engine_cache"), value("precision"),
+                                        value("calibration_images"), views=len(self.cameras))
         if self.backend_name == "classical" and not self.commissioning_file:
             raise ValueError("backend 'classical' needs commissioning_file (see workcell_commission)")
-        self.checkpoint, self.model_registry = value("checkpoint"), value("model_registry")
-        self.model_version = value("model_version")
-        if self.model_registry and self.backend_name not in _CHECKPOINT_BACKENDS:
-            raise ValueError(f"model_registry serves backends {', '.join(_CHECKPOINT_BACKENDS)} only; "
-                             f"backend is '{self.backend_name}'")
-        if (self.backend_name in _CHECKPOINT_BACKENDS and not self.model_registry
-                and not Path(self.checkpoint).expanduser().is_file()):
-            raise FileNotFoundError(f"backend '{self.backend_name}' needs model_registry or an existing checkpoint "
-                                    f"file; got '{self.checkpoint}' (weights are never downloaded)")
-        self.engine_cache, self.precision = value("engine_cache"), value("precision")
-        self.calibration_images = value("calibration_images")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'")
         self.flywheel_dir = value("flywheel_dir")
         self.flywheel_policy = FlywheelPolicy(
             PseudoLabelPolicy(min_score=value("flywheel_min_score"), stable_frames=value("flywheel_stable_frames"),
@@ -282,42 +270,16 @@ class SegmentationNode(LifecycleNode):
 
     def _build_backend(self):
         """(backend, commissioning or None)."""
-        from segmentation_node.perception.commissioning import Commissioning
-
         commissioning = Commissioning.load(Path(self.commissioning_file).expanduser()) \
             if self.commissioning_file else None
         if commissioning is not None:
             missing = [c for c in self.cameras if c not in commissioning.cameras]
             if missing:
                 raise ValueError(f"commissioning has no data for {', '.join(missing)}")
-        if self.backend_name == "classical":
-            return commissioning.classical_backend(), commissioning
-        from segmentation_node.sam3_backend.builder import build_sam3, build_small_sam3
-
-        if self.backend_name == "sam3_trt":  # before loading gigabytes of weights
-            from segmentation_node.sam3_backend.trt_engine import require_tensorrt_and_gpu
-
-            require_tensorrt_and_gpu()
         if self.backend_name == "sam3_small":
             self.get_logger().warning("sam3_small has random weights: for plumbing tests, its masks mean nothing")
-            model = build_small_sam3()
-        elif self.model_registry:
-            entry, model = load_registered_model(ModelRegistry(self.model_registry), self.model_version)
-            self._registry_version = entry.version
-        else:
-            model = build_sam3(Path(self.checkpoint).expanduser())
-        return self._sam3_backend(model), commissioning
-
-    def _sam3_backend(self, model):
-        """The model behind the backend interface: torch, or TensorRT engines (built or reused)."""
-        if self.backend_name == "sam3_trt":
-            from segmentation_node.sam3_backend.trt_backend import build_trt_backend
-
-            return build_trt_backend(model, Path(self.engine_cache).expanduser(), self.precision,
-                                     views=len(self.cameras), calibration_images=self.calibration_images or None)
-        from segmentation_node.sam3_backend.backend import Sam3Backend
-
-        return Sam3Backend(model)
+        backend, self._registry_version = self.backend_spec.build(commissioning)
+        return backend, commissioning
 
     def _setup_io(self) -> None:
         self.health = {c: CameraHealth(c, self.stale_after_s, self.good_images_to_recover, self.max_future_stamp_s)
@@ -470,7 +432,7 @@ class SegmentationNode(LifecycleNode):
             return response
         try:
             entry, model = load_registered_model(ModelRegistry(self.model_registry), target)
-            backend = self._sam3_backend(model)
+            backend = self.backend_spec.wrap(model)
         except Exception as error:  # noqa: BLE001 - whatever went wrong, the serving model stays
             response.reason = f"kept {response.previous_version}: {type(error).__name__}: {error}"
             self.get_logger().error(f"swap_model refused: {response.reason}")
