@@ -13,6 +13,7 @@ it not actionable.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -52,10 +53,21 @@ def assign_role(instance: Instance, ontology: Ontology, intent: ResolvedIntent |
     return spec.role
 
 
+AUTO_PAUSE_MIN_SCORE = 0.5
+
+
 @dataclass(frozen=True)
 class ActionabilityConfig:
     clearance_px: int = 8            # targets are dilated this much before the forbidden check
-    auto_pause_min_score: float = 0.5
+    auto_pause_min_score: float = AUTO_PAUSE_MIN_SCORE
+
+
+def auto_pause_labels(seen: Iterable[tuple[str, float]], ontology: Ontology,
+                      min_score: float = AUTO_PAUSE_MIN_SCORE) -> list[str]:
+    """The one auto-pause rule, for the verdict and for the gate that acts on it: the classes
+    seen (label, score) that the ontology marks auto_pause, seen with at least `min_score`."""
+    return sorted({label for label, score in seen
+                   if label in ontology.classes and ontology.classes[label].auto_pause and score >= min_score})
 
 
 @dataclass(frozen=True)
@@ -112,8 +124,7 @@ def decide(views: dict[str, list[Instance]], conditions: Conditions, ontology: O
         reasons.append((Reason.NO_INTENT, "no operator intent is in force"))
 
     instances = [i for items in views.values() for i in items]
-    auto_pause = sorted({i.label for i in instances if i.label in ontology.classes
-                         and ontology.classes[i.label].auto_pause and i.score >= config.auto_pause_min_score})
+    auto_pause = auto_pause_labels(((i.label, i.score) for i in instances), ontology, config.auto_pause_min_score)
     if auto_pause:
         reasons.append((Reason.AUTO_PAUSE_CLASS, f"{', '.join(auto_pause)} in the workspace"))
 

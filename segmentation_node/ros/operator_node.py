@@ -25,6 +25,7 @@ from segmentation_node import contract
 from segmentation_node.contract import OPERATOR_NODE, CameraStatus, Command, Reason
 from segmentation_node.gate import SYSTEM_OPERATOR, Answer, SafetyGate, printable
 from segmentation_node.gate_journal import GateJournal
+from segmentation_node.perception.actionability import auto_pause_labels
 from segmentation_node.perception.intent import IntentError, ResolvedIntent, resolve_intent
 from segmentation_node.perception.ontology import load_ontology
 from segmentation_node.ros.contained import contained
@@ -181,9 +182,8 @@ class OperatorIntentNode(Node):
     def _on_frame_set(self, result: FrameSetResult) -> None:
         """Automatic stops: an auto-pause class in view, a camera that is not OK, a failing model."""
         codes = set(result.reason_codes)
-        auto_pause = {i.label for view in result.views for i in view.instances
-                      if i.label in self.ontology.classes and self.ontology.classes[i.label].auto_pause} \
-            if Reason.AUTO_PAUSE_CLASS in codes else set()
+        auto_pause = auto_pause_labels(((i.label, i.score) for view in result.views for i in view.instances),
+                                       self.ontology) if Reason.AUTO_PAUSE_CLASS in codes else []
         faults = {}
         for view in result.views:
             if view.camera_status != CameraStatus.OK:
