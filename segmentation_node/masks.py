@@ -1,12 +1,12 @@
 """Binary masks in the wire format (uncompressed COCO RLE, see msg/MaskRLE.msg) and in COCO's
-compressed RLE (pycocotools). ROS-free."""
+compressed RLE (pycocotools, imported only where COCO files are written: rosdep has no key for
+it, so the nodes must start without it). ROS-free."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 import cv2
 import numpy as np
-from pycocotools import mask as coco_mask
 
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, slice] | None:
@@ -204,6 +204,8 @@ def label_image(shape: tuple[int, int], masks: Sequence[BoxedMask]) -> np.ndarra
 
 def coco_mask_fields(mask: BoxedMask) -> dict:
     """The mask part of a COCO annotation: segmentation (compressed RLE), area, bbox."""
+    from pycocotools import mask as coco_mask  # only COCO writers need it (module docstring)
+
     height, width = mask.shape
     encoded = coco_mask.frPyObjects({"size": [height, width], "counts": mask.rle_counts()}, height, width)
     return {"segmentation": {"size": [height, width], "counts": encoded["counts"].decode("ascii")},

@@ -19,6 +19,7 @@ stale, and the gate heard too long ago makes results not actionable until it is 
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 import threading
@@ -248,6 +249,9 @@ class SegmentationNode(LifecycleNode):
         if self.backend_name == "classical" and not self.commissioning_file:
             raise ValueError("backend 'classical' needs commissioning_file (see workcell_commission)")
         self.flywheel_dir = value("flywheel_dir")
+        if self.flywheel_dir and importlib.util.find_spec("pycocotools") is None:
+            raise ValueError("flywheel_dir needs pycocotools to write COCO shards (pip install pycocotools; "
+                             "rosdep has no key for it), or leave flywheel_dir empty")
         self.flywheel_policy = FlywheelPolicy(
             PseudoLabelPolicy(min_score=value("flywheel_min_score"), stable_frames=value("flywheel_stable_frames"),
                               every_n=value("flywheel_every_n")),

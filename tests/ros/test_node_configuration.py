@@ -180,3 +180,15 @@ def test_image_conversion_on_every_encoding(converter, encoding):
         return
     expected = np.repeat(rgb[..., :1], 3, axis=2) if encoding == "mono8" else rgb
     assert np.array_equal(convert(message), expected)
+
+
+def test_both_nodes_start_without_pycocotools():
+    """rosdep cannot install pycocotools: the nodes must import without it (only COCO writers
+    need it, and the node refuses flywheel_dir without it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['pycocotools'] = None; "
+            "import segmentation_node.ros.segmentation, segmentation_node.ros.operator_node")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
