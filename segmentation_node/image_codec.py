@@ -1,19 +1,54 @@
-"""sensor_msgs/Image <-> numpy without ROS: a zero-copy view of the message buffer for every
-encoding the node accepts, with clear errors for anything else. Works on any object with the
-Image fields (rclpy messages, rosbags messages). cv_bridge is used instead where installed."""
+"""sensor_msgs/Image <-> numpy without ROS: a view of the message buffer for every encoding the
+node accepts, converted to RGB by one table, with clear errors for anything else. Works on any
+object with the Image fields (rclpy messages, rosbags messages). cv_bridge is used instead
+where installed, for the encodings it converts the same way (the 8-bit RGB family).
+
+Encodings (ROS names, sensor_msgs/image_encodings.hpp): rgb8, bgr8, rgba8, bgra8, mono8;
+mono16 and 16-bit Bayer to 8 bits by keeping the high byte (a fixed shift: the same pixel
+value gives the same colour in every frame); Bayer rggb / bggr / gbrg / grbg (8 and 16 bit)
+demosaiced by OpenCV; yuv422 (UYVY) and yuv422_yuy2 (YUYV) by OpenCV's BT.601 video-range
+conversion (as cv_bridge does).
+16-bit images may be big-endian."""
 from __future__ import annotations
 
+from typing import Callable
+
+import cv2
 import numpy as np
 
-# encoding -> (channels, dtype, index order to reach RGB; None = single channel)
+
+def _as_is(pixels: np.ndarray) -> np.ndarray:
+    return pixels  # rgb8: the view itself, no copy
+
+
+def _high_byte(pixels: np.ndarray) -> np.ndarray:
+    return (pixels >> 8).astype(np.uint8) if pixels.dtype != np.uint8 else pixels
+
+
+def _opencv(code: int) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda pixels: cv2.cvtColor(np.ascontiguousarray(_high_byte(pixels)), code)
+
+
+# OpenCV names a Bayer pattern by the second row's second and third pixels, ROS by the first
+# 2x2 block read row by row: ROS rggb is OpenCV BG (as cv_bridge maps them).
+_BAYER = {"rggb": cv2.COLOR_BayerBG2RGB, "bggr": cv2.COLOR_BayerRG2RGB,
+          "gbrg": cv2.COLOR_BayerGR2RGB, "grbg": cv2.COLOR_BayerGB2RGB}
+
+# encoding -> (channels, dtype, conversion of the view to H x W x 3 uint8 RGB)
 _ENCODINGS = {
-    "rgb8": (3, np.uint8, (0, 1, 2)),
-    "bgr8": (3, np.uint8, (2, 1, 0)),
-    "rgba8": (4, np.uint8, (0, 1, 2)),
-    "bgra8": (4, np.uint8, (2, 1, 0)),
-    "mono8": (1, np.uint8, None),
+    "rgb8": (3, np.uint8, _as_is),
+    "bgr8": (3, np.uint8, _opencv(cv2.COLOR_BGR2RGB)),
+    "rgba8": (4, np.uint8, _opencv(cv2.COLOR_RGBA2RGB)),
+    "bgra8": (4, np.uint8, _opencv(cv2.COLOR_BGRA2RGB)),
+    "mono8": (1, np.uint8, _opencv(cv2.COLOR_GRAY2RGB)),
+    "mono16": (1, np.uint16, _opencv(cv2.COLOR_GRAY2RGB)),
+    "yuv422": (2, np.uint8, _opencv(cv2.COLOR_YUV2RGB_UYVY)),
+    "yuv422_yuy2": (2, np.uint8, _opencv(cv2.COLOR_YUV2RGB_YUYV)),
+    **{f"bayer_{pattern}{bits}": (1, dtype, _opencv(code)) for pattern, code in _BAYER.items()
+       for bits, dtype in (("8", np.uint8), ("16", np.uint16))},
 }
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
+CV_BRIDGE_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")  # converted alike by cv_bridge
 
 
 class ImageError(ValueError):
@@ -37,7 +72,8 @@ def view(message) -> np.ndarray:
     height, width, step = int(message.height), int(message.width), int(message.step)
     data = np.frombuffer(message.data, dtype=np.uint8)
     rows = data[:step * height].reshape(height, step)[:, :row_bytes]
-    pixels = rows.view(dtype).reshape(height, width, channels)
+    pixels = rows.view(np.dtype(dtype).newbyteorder(">") if message.is_bigendian else dtype)
+    pixels = pixels.reshape(height, width, channels)
     return pixels[..., 0] if channels == 1 else pixels
 
 
@@ -47,8 +83,6 @@ def _layout(message, expected_hw: tuple[int, int] | None = None) -> tuple[int, t
     if encoding not in _ENCODINGS:
         raise ImageError(f"unsupported encoding '{message.encoding}'; supported: {', '.join(SUPPORTED_ENCODINGS)}")
     channels, dtype, _ = _ENCODINGS[encoding]
-    if message.is_bigendian and np.dtype(dtype).itemsize > 1:
-        raise ImageError("big-endian images are not supported")
     height, width, step = int(message.height), int(message.width), int(message.step)
     row_bytes = width * channels * np.dtype(dtype).itemsize
     if height == 0 or width == 0:
@@ -65,13 +99,8 @@ def _layout(message, expected_hw: tuple[int, int] | None = None) -> tuple[int, t
 
 def to_rgb(message) -> np.ndarray:
     """H x W x 3 uint8 RGB for the model (a view when the message already is rgb8)."""
-    pixels = view(message)
-    order = _ENCODINGS[message.encoding.lower()][2]
-    if order is None:
-        return np.repeat(pixels[..., None], 3, axis=2)
-    if order == (0, 1, 2) and pixels.shape[2] == 3:
-        return pixels
-    return np.ascontiguousarray(pixels[..., list(order)])
+    pixels = view(message)  # validates the encoding first
+    return _ENCODINGS[message.encoding.lower()][2](pixels)
 
 
 def fields_of(array: np.ndarray, encoding: str) -> dict:

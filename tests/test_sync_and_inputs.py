@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from segmentation_node.image_codec import SUPPORTED_ENCODINGS, ImageError, check_format, fields_of, to_rgb, view
+from segmentation_node.image_codec import CV_BRIDGE_ENCODINGS, ImageError, check_format, fields_of, to_rgb, view
 from segmentation_node.sync import ApproximateSync
 
 MS = 1_000_000
@@ -96,7 +96,7 @@ def image_message(array, encoding, step_padding=0):
 RGB = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
 
 
-@pytest.mark.parametrize("encoding", SUPPORTED_ENCODINGS)
+@pytest.mark.parametrize("encoding", CV_BRIDGE_ENCODINGS)
 @pytest.mark.parametrize("padding", [0, 3])
 def test_every_supported_encoding_gives_the_same_rgb(encoding, padding):
     source = {"rgb8": RGB, "bgr8": RGB[..., ::-1], "rgba8": np.dstack([RGB, np.full((4, 5), 7, np.uint8)]),
@@ -113,7 +113,7 @@ def test_rgb8_is_a_view_not_a_copy():
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(encoding="yuv422"), "unsupported encoding 'yuv422'"),
+    (dict(encoding="nv12"), "unsupported encoding 'nv12'"),
     (dict(step=10), "step 10 is smaller"),
     (dict(height=9), "needs"),
     (dict(width=0), "empty image"),
@@ -148,7 +148,8 @@ def test_format_check_passes_good_images_without_reading_pixels():
 
 
 @pytest.mark.parametrize("change, expected", [
-    (dict(encoding="yuv422"), "unsupported encoding 'yuv422'; supported: rgb8, bgr8, rgba8, bgra8, mono8"),
+    (dict(encoding="nv12"), "unsupported encoding 'nv12'; supported: rgb8, bgr8, rgba8, bgra8, mono8, mono16, "
+                            "yuv422, yuv422_yuy2, bayer_rggb8"),
     (dict(encoding="16UC1"), "unsupported encoding '16UC1'"),
     (dict(width=640, height=480, step=640 * 3), "image is 640x480, this camera is commissioned at 1280x720"),
     (dict(step=1000), "step 1000 is smaller than a row of 1280 bgr8 pixels (3840 bytes)"),
@@ -167,3 +168,56 @@ def test_label_and_mask_arrays_encode_as_image_fields():
     assert np.array_equal(np.frombuffer(fields["data"], "<u2").reshape(2, 2), labels)
     with pytest.raises(ImageError):
         fields_of(labels, "mono8")
+
+
+def _message(array: np.ndarray, encoding: str, big_endian: bool = False):
+    data = array.astype(array.dtype.newbyteorder(">" if big_endian else "<")).tobytes()
+    return SimpleNamespace(height=array.shape[0], width=array.shape[1], encoding=encoding,
+                           is_bigendian=int(big_endian), step=len(data) // array.shape[0], data=data)
+
+
+# Four flat colour blocks: demosaicing and chroma subsampling are exact inside each block.
+BLOCKS = np.zeros((16, 16, 3), np.uint8)
+BLOCKS[:8, :8], BLOCKS[:8, 8:], BLOCKS[8:, :8], BLOCKS[8:, 8:] = (200, 40, 30), (20, 180, 60), (30, 50, 220), (90, 90, 90)
+INSIDE = (slice(2, 6), slice(2, 6)), (slice(2, 6), slice(10, 14)), (slice(10, 14), slice(2, 6)), (slice(10, 14), slice(10, 14))
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_bayer_mosaics_decode_to_the_colours_they_were_sampled_from(pattern, bits):
+    """A mosaic built here from the pattern's name (first 2x2 block read row by row) decodes
+    back to the block colours; 16-bit keeps the high byte."""
+    channel = {"r": 0, "g": 1, "b": 2}
+    mosaic = np.zeros((16, 16), np.uint16 if bits == 16 else np.uint8)
+    for index, letter in enumerate(pattern):
+        row, column = divmod(index, 2)
+        samples = BLOCKS[row::2, column::2, channel[letter]].astype(mosaic.dtype)
+        mosaic[row::2, column::2] = samples * 257 if bits == 16 else samples
+    rgb = to_rgb(_message(mosaic, f"bayer_{pattern}{bits}"))
+    assert rgb.shape == (16, 16, 3) and rgb.dtype == np.uint8
+    for block in INSIDE:
+        assert np.abs(rgb[block].astype(int) - BLOCKS[block].astype(int)).max() <= 1, (pattern, block)
+
+
+@pytest.mark.parametrize("encoding, order", [("yuv422", "UYVY"), ("yuv422_yuy2", "YUYV")])
+def test_yuv422_decodes_to_the_colours_it_was_encoded_from(encoding, order):
+    """Packed here with the BT.601 video-range equations (not OpenCV): two pixels share U and V."""
+    r, g, b = (BLOCKS[..., index].astype(np.float64) for index in range(3))
+    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
+    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
+    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
+    packed = np.zeros((16, 16, 2), np.uint8)
+    luma = np.clip(np.round(y), 0, 255)
+    chroma = np.clip(np.round(np.where(np.arange(16) % 2 == 0, u, v)), 0, 255)  # U on even pixels, V on odd
+    packed[..., 0 if order == "YUYV" else 1] = luma
+    packed[..., 1 if order == "YUYV" else 0] = chroma
+    decoded = to_rgb(_message(packed, encoding))
+    for block in INSIDE:
+        assert np.abs(decoded[block].astype(int) - BLOCKS[block].astype(int)).max() <= 3, block
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_mono16_keeps_the_high_byte_in_either_byte_order(big_endian):
+    values = np.array([[0, 255, 256, 65535], [4660, 32768, 511, 1000]], np.uint16)
+    rgb = to_rgb(_message(values, "mono16", big_endian))
+    assert np.array_equal(rgb, np.repeat((values >> 8).astype(np.uint8)[..., None], 3, axis=2))

@@ -1,5 +1,6 @@
-"""sensor_msgs/Image -> RGB array: cv_bridge where the distro has it (robots), else the zero-copy
-numpy view of segmentation_node.image_codec. Both raise ImageError for an unusable image."""
+"""sensor_msgs/Image -> RGB array: cv_bridge where the distro has it (robots) for the 8-bit RGB
+family, segmentation_node.image_codec's table for the rest and where cv_bridge is missing. Both
+raise ImageError for an unusable image."""
 from __future__ import annotations
 
 import importlib.util
@@ -7,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from segmentation_node.image_codec import SUPPORTED_ENCODINGS, ImageError, to_rgb
+from segmentation_node.image_codec import CV_BRIDGE_ENCODINGS, ImageError, to_rgb
 
 
 def _cv_bridge_converter() -> Callable[[object], np.ndarray]:
@@ -16,8 +17,8 @@ def _cv_bridge_converter() -> Callable[[object], np.ndarray]:
     bridge = CvBridge()
 
     def convert(message) -> np.ndarray:
-        if message.encoding.lower() not in SUPPORTED_ENCODINGS:
-            raise ImageError(f"unsupported encoding '{message.encoding}'; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+        if message.encoding.lower() not in CV_BRIDGE_ENCODINGS:
+            return to_rgb(message)  # Bayer, YUV, 16 bit: one table, the same result on every machine
         try:
             return bridge.imgmsg_to_cv2(message, desired_encoding="rgb8")
         except (CvBridgeError, TypeError, ValueError) as error:
