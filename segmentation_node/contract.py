@@ -158,7 +158,8 @@ OPERATOR_NODE = "operator_intent"
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "{camera}/image_raw", "sensor_msgs/msg/Image", SENSOR,
-             "camera images (rgb8, bgr8, mono8 and others), synchronized by approximate time"),
+             "camera images (RGB, mono 8/16 bit, YUV 4:2:2, Bayer: README, Camera encodings), "
+             "synchronized by approximate time"),
     Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "active_intent", f"{PACKAGE}/msg/ActiveIntent", LATCHED,
              "the intent in force: which classes are targets"),
     Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "gate_state", f"{PACKAGE}/msg/GateState", LATCHED,
