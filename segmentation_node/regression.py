@@ -44,24 +44,33 @@ from segmentation_node.synthetic.export import ros2_typestore
 RESULT_TOPIC = "/frame_set"
 
 
+def recorded_images(bag: Path, cameras: list[str]) -> Iterator[tuple[int, str, object]]:
+    """(receive time ns, camera, rosbags Image) of the recording's camera topics, in bag order;
+    ValueError naming a camera topic the recording lacks."""
+    topics = {f"/{camera}/image_raw": camera for camera in cameras}
+    typestore = ros2_typestore()
+    with Reader(bag) as reader:
+        wanted = [c for c in reader.connections if c.topic in topics]
+        missing = set(topics) - {c.topic for c in wanted}
+        if missing:
+            raise ValueError(f"{bag} has no {', '.join(sorted(missing))}")
+        for connection, timestamp, raw in reader.messages(connections=wanted):
+            yield timestamp, topics[connection.topic], typestore.deserialize_cdr(raw, connection.msgtype)
+
+
 def camera_frame_sets(bag: Path, cameras: list[str], slop_s: float = DEFAULT_SLOP_S,
                       queue_size: int = DEFAULT_QUEUE_SIZE) -> Iterator[tuple[int, list[CameraFrame]]]:
     """(stamp, views) of the recording as the node assembles them: the same approximate-time
     synchronizer, slop and queue, in recording order; a frame set's stamp is its newest view's."""
-    typestore = ros2_typestore()
-    topics = {f"/{camera}/image_raw": index for index, camera in enumerate(cameras)}
+    index = {camera: position for position, camera in enumerate(cameras)}
     ready: list[list[CameraFrame]] = []
     sync = ApproximateSync(len(cameras), queue_size, slop_s, lambda *views: ready.append(list(views)))
-    with Reader(bag) as reader:
-        wanted = [c for c in reader.connections if c.topic in topics]
-        for connection, timestamp, raw in reader.messages(connections=wanted):
-            message = typestore.deserialize_cdr(raw, connection.msgtype)
-            stamp = message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
-            index = topics[connection.topic]
-            sync.add(index, stamp, CameraFrame(cameras[index], stamp, to_rgb(message), message.header.frame_id))
-            while ready:
-                views = ready.pop(0)
-                yield max(view.stamp_ns for view in views), views
+    for _, camera, message in recorded_images(bag, cameras):
+        stamp = message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
+        sync.add(index[camera], stamp, CameraFrame(camera, stamp, to_rgb(message), message.header.frame_id))
+        while ready:
+            views = ready.pop(0)
+            yield max(view.stamp_ns for view in views), views
 
 
 def run_offline(bag: Path, commissioning: Commissioning, intent_text: str,

@@ -17,7 +17,6 @@ from pathlib import Path
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -25,9 +24,9 @@ from segmentation_node.bag_records import FrameSetRecord, from_message
 from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE
 from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.ontology import load_ontology
+from segmentation_node.regression import recorded_images
 from segmentation_node.ros.messages import endpoint_qos, nanoseconds
 from segmentation_node.ros.stand_in_gate import publish_stand_in_gate
-from segmentation_node.synthetic.export import ros2_typestore
 from workcell_segmentation.msg import ActiveIntent, FrameSetResult
 
 REPLAY_OPERATOR = "regression_replay"
@@ -38,19 +37,6 @@ class ReplayOutcome:
     records: list[FrameSetRecord]
     frame_sets_sent: int
     seconds: float
-
-
-def recorded_images(bag: Path, cameras: list[str]) -> list[tuple[int, str, object]]:
-    """(receive time ns, camera, rosbags Image) of the recording's camera topics, in bag order."""
-    topics = {f"/{camera}/image_raw": camera for camera in cameras}
-    typestore = ros2_typestore()
-    with Reader(bag) as reader:
-        wanted = [c for c in reader.connections if c.topic in topics]
-        missing = set(topics) - {c.topic for c in wanted}
-        if missing:
-            raise ValueError(f"{bag} has no {', '.join(sorted(missing))}")
-        return [(timestamp, topics[connection.topic], typestore.deserialize_cdr(raw, connection.msgtype))
-                for connection, timestamp, raw in reader.messages(connections=wanted)]
 
 
 def _image(recorded) -> Image:
@@ -115,7 +101,7 @@ class BagReplayer(Node):
 
 def replay_bag(bag: Path, cameras: list[str], intent_text: str, rate: float, namespace: str = "",
                wait_s: float = 60.0, settle_s: float = 15.0) -> ReplayOutcome:
-    images = recorded_images(bag, cameras)
+    images = list(recorded_images(bag, cameras))
     rclpy.init()
     try:
         node = BagReplayer(cameras, intent_text, namespace)
