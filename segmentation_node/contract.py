@@ -30,6 +30,14 @@ class Source(IntEnum):
     INTRUSION = 1
 
 
+# Labels of the intrusion monitor's regions (Source.INTRUSION). One that reaches into the pick
+# zone from outside it always stops the cell for approval, whatever the ontology says: something unknown is
+# where the robot works. One wholly outside the zone is a keep-out region only (a tool left
+# beside the bin must not stop the cell for good).
+INTRUSION_LABEL = "unknown_object"
+PICK_ZONE_INTRUSION_LABEL = "unknown_object_in_pick_zone"
+
+
 class CameraStatus(IntEnum):
     """ViewResult.CAMERA_*."""
 

@@ -1,11 +1,13 @@
 """The intrusion monitor beside every backend: a hand the model does not name is still a
-forbidden region, and a failing model does not remove it (ROS-free)."""
+forbidden region that stops the cell for approval once it reaches into the pick zone, and a
+failing model does not remove it (ROS-free)."""
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from segmentation_node.contract import Reason, Role, Source
+from segmentation_node.contract import INTRUSION_LABEL, PICK_ZONE_INTRUSION_LABEL, Command, GateState, Reason, Role, Source
+from segmentation_node.gate import SafetyGate
 from segmentation_node.perception.actionability import Conditions
 from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.ontology import load_ontology
@@ -77,12 +79,37 @@ def test_a_hand_the_model_does_not_name_is_forbidden_by_the_intrusion_monitor(ce
     assert not any(i.label == "hand" for v in outcome.views.values() for i in v), "the model does not name it"
     assert hand_coverage(clip, deepest, outcome) > 0.9
     assert not outcome.verdict.actionable
+    # The intrusion channel alone stops a running gate for approval.
+    assert outcome.verdict.auto_pause_labels == (PICK_ZONE_INTRUSION_LABEL,)
+    assert Reason.AUTO_PAUSE_CLASS in {code for code, _ in outcome.verdict.reasons}
+    gate = SafetyGate(allowed_operators=["alice"])
+    assert gate.command(Command.RESUME, "alice").accepted
+    status = gate.observe(outcome.verdict.auto_pause_labels, {}, gate.status.transition_count)
+    assert status.state is GateState.AWAITING_APPROVAL and status.active_faults == (PICK_ZONE_INTRUSION_LABEL,)
     if backend_kind == "failing":
         assert Reason.MODEL_ERROR in {code for code, _ in outcome.verdict.reasons}
     without = PerceptionPipeline(backend, ontology, commissioned.geometry())
     without.set_intent(resolve_intent("pick everything", ontology))
     alone = without.process(frames(clip, deepest), Conditions.offline())
     assert not any(i.source is Source.INTRUSION for v in alone.views.values() for i in v), "the monitor is the source"
+
+
+def test_only_an_intrusion_into_the_pick_zone_stops_the_cell(cell):
+    """The clip's screwdriver lies beside the bin, not in the empty cell: a keep-out region in
+    every frame, never a stop (else the cell could never run). Before the hand comes, nothing
+    pauses; while it reaches into the bin, the pick-zone intrusion does."""
+    clip, commissioned, hand_frames = cell
+    ontology = load_ontology()
+    pipeline = PerceptionPipeline(FailingBackend(), ontology, commissioned.geometry(),
+                                  intrusion=commissioned.intrusion_monitor())
+    paused = {}
+    for index in range(len(clip.frames)):
+        outcome = pipeline.process(frames(clip, index), Conditions.offline())
+        labels = {i.label for v in outcome.views.values() for i in v if i.source is Source.INTRUSION}
+        assert INTRUSION_LABEL in labels, f"frame {index}: the tool beside the bin is a keep-out region"
+        paused[index] = bool(outcome.verdict.auto_pause_labels)
+    assert not any(paused[i] for i in range(min(hand_frames))), "nothing foreign in the bin before the hand"
+    assert any(paused[i] for i in hand_frames)
 
 
 def test_a_camera_the_monitor_does_not_know_fails_safe(cell):

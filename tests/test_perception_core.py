@@ -247,12 +247,17 @@ def test_what_one_view_decides_about_an_object_holds_in_every_view():
 
 def test_one_auto_pause_rule_for_the_verdict_and_the_gate(ontology):
     """The operator node stops the gate with the same function the verdict uses: classes marked
-    auto_pause, seen with at least the minimum score (a faint 'hand' does not stop the cell)."""
+    auto_pause, seen with at least the minimum score (a faint 'hand' does not stop the cell), and
+    an intrusion into the pick zone, which the ontology does not list and cannot exempt."""
+    from segmentation_node.contract import INTRUSION_LABEL, PICK_ZONE_INTRUSION_LABEL
     from segmentation_node.perception.actionability import AUTO_PAUSE_MIN_SCORE, auto_pause_labels
 
-    seen = [("hand", AUTO_PAUSE_MIN_SCORE - 0.1), ("tool", 0.99), ("part_a", 0.9), ("unicorn", 1.0)]
+    seen = [("hand", AUTO_PAUSE_MIN_SCORE - 0.1), ("tool", 0.99), ("part_a", 0.9), ("unicorn", 1.0),
+            (INTRUSION_LABEL, 1.0)]
     assert auto_pause_labels(seen, ontology) == []
     assert auto_pause_labels(seen + [("hand", AUTO_PAUSE_MIN_SCORE)], ontology) == ["hand"]
+    assert PICK_ZONE_INTRUSION_LABEL not in ontology.classes
+    assert auto_pause_labels(seen + [(PICK_ZONE_INTRUSION_LABEL, 1.0)], ontology) == [PICK_ZONE_INTRUSION_LABEL]
     views = {"cam_top": [instance(5, "hand", Role.FORBIDDEN, boxed_disc((20, 20)), score=AUTO_PAUSE_MIN_SCORE - 0.1)]}
     assert decide(views, Conditions(GateState.RUNNING), ontology, resolve_intent("pick everything", ontology)
                   ).auto_pause_labels == ()

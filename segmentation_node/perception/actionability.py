@@ -1,8 +1,8 @@
 """Roles and the one verdict the grasp planner obeys.
 
 A frame set is actionable only if the gate is RUNNING (trusted and heard recently), every camera
-is fresh and can see, the backend did not fail, an intent is in force, no auto-pause class is in
-view, and at least one target passes its score and stability thresholds with no forbidden or
+is fresh and can see, the backend did not fail, an intent is in force, no auto-pause class or
+intrusion into the pick zone is in view, and at least one target passes its score and stability thresholds with no forbidden or
 intrusion region touching it (dilated) in any view. Targets that fail a check are demoted to
 IGNORE, so in an actionable result every ROLE_TARGET instance is safe to pick.
 
@@ -18,7 +18,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from segmentation_node.contract import GateState, Reason, Role, Source
+from segmentation_node.contract import PICK_ZONE_INTRUSION_LABEL, GateState, Reason, Role, Source
 from segmentation_node.masks import BoxedMask
 from segmentation_node.perception.intent import ResolvedIntent
 from segmentation_node.perception.ontology import Ontology
@@ -65,9 +65,10 @@ class ActionabilityConfig:
 def auto_pause_labels(seen: Iterable[tuple[str, float]], ontology: Ontology,
                       min_score: float = AUTO_PAUSE_MIN_SCORE) -> list[str]:
     """The one auto-pause rule, for the verdict and for the gate that acts on it: the classes
-    seen (label, score) that the ontology marks auto_pause, seen with at least `min_score`."""
-    return sorted({label for label, score in seen
-                   if label in ontology.classes and ontology.classes[label].auto_pause and score >= min_score})
+    seen (label, score) that the ontology marks auto_pause, seen with at least `min_score`, and
+    an intrusion into the pick zone, which no ontology can exempt."""
+    return sorted({label for label, score in seen if score >= min_score and (
+        label == PICK_ZONE_INTRUSION_LABEL or label in ontology.classes and ontology.classes[label].auto_pause)})
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from segmentation_node.atomic_io import atomic_write_bytes
 from segmentation_node.masks import BoxedMask, bounding_box
 from segmentation_node.perception.types import CameraFrame, Detection, Prompt
 
-INTRUSION_LABEL = "unknown_object"
 DEFECT_CLASS = "defect"
 BACKGROUND_CLASS = "background"
 _BITS = 5  # colour quantisation: 32 levels per channel

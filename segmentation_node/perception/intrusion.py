@@ -2,16 +2,22 @@
 sam3_small, classical). Per commissioned camera it compares the view with the empty cell and
 reports the changed regions that reach outside the pick zone or are far larger than a part as
 forbidden "unknown object" regions. The pipeline adds them to the model's forbidden regions, so
-a hand the model does not name is still forbidden, and no model output can remove them."""
+a hand the model does not name is still forbidden, and no model output can remove them. A
+region that reaches into the pick zone from outside it is named so (PICK_ZONE_INTRUSION_LABEL)
+and stops the cell for approval (actionability.auto_pause_labels)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from segmentation_node.contract import Source
-from segmentation_node.perception.classical import INTRUSION_LABEL, BackgroundModel, intrusion_regions
+from segmentation_node.contract import INTRUSION_LABEL, PICK_ZONE_INTRUSION_LABEL, Source
+from segmentation_node.perception.classical import BackgroundModel, intrusion_regions
+from segmentation_node.masks import BoxedMask
 from segmentation_node.perception.types import CameraFrame, Detection
+
+
+IN_ZONE_MIN_PIXELS = 20  # fewer pixels of a region on one side of the zone's edge are blur and shadow
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,5 +40,17 @@ class IntrusionMonitor:
         if setup is None:
             raise KeyError(f"camera '{view.camera}' was not commissioned; known: {', '.join(self.views)}")
         changed = setup.background.foreground(view.image)
-        return changed, [Detection(region, 1.0, INTRUSION_LABEL, source=Source.INTRUSION)
+        return changed, [Detection(region, 1.0, PICK_ZONE_INTRUSION_LABEL if _enters(region, setup.zone)
+                                   else INTRUSION_LABEL, source=Source.INTRUSION)
                          for region in intrusion_regions(changed, setup.zone, self.max_part_area)]
+
+
+def _enters(region: BoxedMask, zone: np.ndarray) -> bool:
+    """Whether the region reaches into the zone from outside it (from the rest of the view or
+    from beyond its border): a hand or tool on its way in. A large region wholly inside the
+    zone (parts heaped together) and one wholly outside (a tool beside the bin) stay keep-out
+    regions that do not stop the cell."""
+    inside = np.count_nonzero(region.within(zone))
+    at_border = region.top == 0 or region.left == 0 or region.box[0].stop == region.shape[0] \
+        or region.box[1].stop == region.shape[1]
+    return inside >= IN_ZONE_MIN_PIXELS and (region.area - inside >= IN_ZONE_MIN_PIXELS or at_border)
