@@ -23,7 +23,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
@@ -58,19 +58,34 @@ def recorded_images(bag: Path, cameras: list[str]) -> Iterator[tuple[int, str, o
             yield timestamp, topics[connection.topic], typestore.deserialize_cdr(raw, connection.msgtype)
 
 
-def camera_frame_sets(bag: Path, cameras: list[str], slop_s: float = DEFAULT_SLOP_S,
-                      queue_size: int = DEFAULT_QUEUE_SIZE) -> Iterator[tuple[int, list[CameraFrame]]]:
-    """(stamp, views) of the recording as the node assembles them: the same approximate-time
-    synchronizer, slop and queue, in recording order; a frame set's stamp is its newest view's."""
+def synchronized(recorded: Iterable[tuple[int, str, object]], cameras: list[str], slop_s: float = DEFAULT_SLOP_S,
+                 queue_size: int = DEFAULT_QUEUE_SIZE) -> Iterator[list[object]]:
+    """Frame sets of recorded images (messages, in `cameras` order) as the node assembles them:
+    the same approximate-time synchronizer, slop and queue, in recording order."""
     index = {camera: position for position, camera in enumerate(cameras)}
-    ready: list[list[CameraFrame]] = []
-    sync = ApproximateSync(len(cameras), queue_size, slop_s, lambda *views: ready.append(list(views)))
-    for _, camera, message in recorded_images(bag, cameras):
-        stamp = message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
-        sync.add(index[camera], stamp, CameraFrame(camera, stamp, to_rgb(message), message.header.frame_id))
+    ready: list[list[object]] = []
+    sync = ApproximateSync(len(cameras), queue_size, slop_s, lambda *messages: ready.append(list(messages)))
+    for _, camera, message in recorded:
+        sync.add(index[camera], stamp_ns(message), message)
         while ready:
-            views = ready.pop(0)
-            yield max(view.stamp_ns for view in views), views
+            yield ready.pop(0)
+
+
+def stamp_ns(message) -> int:
+    return message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
+
+
+def frame_set_stamp(messages: list[object]) -> int:
+    """A frame set's stamp, as the node publishes it: its newest view's."""
+    return max(stamp_ns(m) for m in messages)
+
+
+def camera_frame_sets(bag: Path, cameras: list[str], slop_s: float = DEFAULT_SLOP_S
+                      ) -> Iterator[tuple[int, list[CameraFrame]]]:
+    """(stamp, views) of the recording, as the node assembles and stamps them."""
+    for messages in synchronized(recorded_images(bag, cameras), cameras, slop_s):
+        yield frame_set_stamp(messages), [CameraFrame(camera, stamp_ns(m), to_rgb(m), m.header.frame_id)
+                                          for camera, m in zip(cameras, messages)]
 
 
 def run_offline(bag: Path, commissioning: Commissioning, intent_text: str,

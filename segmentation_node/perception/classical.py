@@ -162,6 +162,12 @@ class ColorClassifier:
         confidence = np.where(total > 0, likelihood.max(axis=0) / np.maximum(total, 1e-12), 0.0)
         return cls(tuple(classes), table, confidence.astype(np.float32), dict(typical_area))
 
+    @classmethod
+    def untrained(cls) -> "ColorClassifier":
+        """No colour learned (a cell commissioned from a recording): every pixel is background."""
+        cells = 1 << (3 * _BITS)
+        return cls((BACKGROUND_CLASS,), np.zeros(cells, np.uint8), np.zeros(cells, np.float32), {})
+
     def defect_verdict(self, label: str, defect_pixels: int) -> bool | None:
         """True: defective, False: intact, None: undecided (between the class's bands)."""
         below, above = self.defect_bands.get(label, (_DEFECT_PIXELS, _DEFECT_PIXELS - 1))
@@ -217,7 +223,7 @@ class ClassicalBackend:
 
     def process(self, views: Sequence[CameraFrame], prompts: Sequence[Prompt], keyframe: bool = True) -> list[list[Detection]]:
         labels = [label for label in dict.fromkeys(p.label for p in prompts) if label in self.classifier.classes]
-        return [self._process_view(view, labels) for view in views]
+        return [self._process_view(view, labels) if labels else [] for view in views]
 
     def _process_view(self, view: CameraFrame, labels: Sequence[str]) -> list[Detection]:
         background = self.backgrounds.get(view.camera)

@@ -1,6 +1,8 @@
 """What a cell is commissioned with, in one file the segmentation node loads: per camera the
-calibration (intrinsics, pose in the workcell frame), the empty-cell background and the pick
-zone; and the classical channel's colour classifier."""
+calibration (intrinsics, pose in the workcell frame), the empty-cell background, the pick zone
+and the largest area a part covers; and the classical channel's colour classifier (untrained for
+a cell commissioned from a recording: the classical backend then names nothing, the intrusion
+monitor works all the same)."""
 from __future__ import annotations
 
 import io
@@ -21,6 +23,7 @@ class CameraCommissioning:
     geometry: ViewGeometry
     background: BackgroundModel
     zone: np.ndarray  # H x W bool
+    max_part_area: int  # pixels; a changed region three times larger is not a part
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,10 +45,9 @@ class Commissioning:
         return ClassicalBackend(self.classifier, backgrounds, self.part_classes, self.static_classes)
 
     def intrusion_monitor(self) -> IntrusionMonitor:
-        """Runs beside any backend; a part is at most as large as the largest typical part."""
-        largest_part = max((self.classifier.typical_area.get(p, 0.0) for p in self.part_classes), default=500.0)
-        return IntrusionMonitor({name: ZoneView(camera.background, camera.zone) for name, camera in self.cameras.items()},
-                                int(largest_part))
+        """Runs beside any backend."""
+        return IntrusionMonitor({name: ZoneView(camera.background, camera.zone, camera.max_part_area)
+                                 for name, camera in self.cameras.items()})
 
     def save(self, path: Path) -> None:
         arrays = {"classes": np.array(self.classifier.classes), "table": self.classifier.table,
@@ -60,7 +62,8 @@ class Commissioning:
                 "static_classes": list(self.static_classes),
                 "typical_area": self.classifier.typical_area,
                 "defect_bands": {label: list(band) for label, band in self.classifier.defect_bands.items()},
-                "thresholds": {n: c.background.threshold for n, c in self.cameras.items()}}
+                "thresholds": {n: c.background.threshold for n, c in self.cameras.items()},
+                "max_part_area": {n: c.max_part_area for n, c in self.cameras.items()}}
         buffer = io.BytesIO()
         np.savez_compressed(buffer, meta=np.array(json.dumps(meta)), **arrays)
         atomic_write_bytes(path, buffer.getvalue())
@@ -76,9 +79,10 @@ class Commissioning:
                 cameras = {name: CameraCommissioning(
                     ViewGeometry(data[f"{name}/intrinsics"], data[f"{name}/world_from_camera"]),
                     BackgroundModel(data[f"{name}/median"], data[f"{name}/spread"], meta["thresholds"][name]),
-                    data[f"{name}/zone"]) for name in meta["cameras"]}
+                    data[f"{name}/zone"], int(meta["max_part_area"][name])) for name in meta["cameras"]}
         except FileNotFoundError:
             raise FileNotFoundError(f"commissioning file not found: {path}") from None
         except (KeyError, ValueError, OSError) as error:
-            raise ValueError(f"{path} is not a commissioning file: {error}") from None
+            raise ValueError(f"{path} is not a commissioning file of this version (missing or bad {error}); "
+                             "run workcell_commission again") from None
         return cls(cameras, classifier, tuple(meta["part_classes"]), tuple(meta["static_classes"]))

@@ -22,16 +22,17 @@ IN_ZONE_MIN_PIXELS = 20  # fewer pixels of a region on one side of the zone's ed
 
 @dataclass(frozen=True, eq=False)
 class ZoneView:
-    """One commissioned camera: its empty cell and its pick zone (H x W bool)."""
+    """One commissioned camera: its empty cell, its pick zone (H x W bool), and the largest
+    area a part covers in it (pixels): a changed region three times larger is not a part."""
 
     background: BackgroundModel
     zone: np.ndarray
+    max_part_area: int
 
 
 @dataclass(frozen=True, eq=False)
 class IntrusionMonitor:
     views: dict[str, ZoneView]
-    max_part_area: int  # pixels: a changed region three times larger is not a part
 
     def observe(self, view: CameraFrame) -> tuple[np.ndarray, list[Detection]]:
         """The view's changed pixels and its intrusions. KeyError for a camera that was not
@@ -42,7 +43,7 @@ class IntrusionMonitor:
         changed = setup.background.foreground(view.image)
         return changed, [Detection(region, 1.0, PICK_ZONE_INTRUSION_LABEL if _enters(region, setup.zone)
                                    else INTRUSION_LABEL, source=Source.INTRUSION)
-                         for region in intrusion_regions(changed, setup.zone, self.max_part_area)]
+                         for region in intrusion_regions(changed, setup.zone, setup.max_part_area)]
 
 
 def _enters(region: BoxedMask, zone: np.ndarray) -> bool:

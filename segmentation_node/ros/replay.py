@@ -24,7 +24,7 @@ from segmentation_node.bag_records import FrameSetRecord, from_message
 from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE
 from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.ontology import load_ontology
-from segmentation_node.regression import recorded_images
+from segmentation_node.regression import frame_set_stamp, recorded_images, synchronized
 from segmentation_node.ros.messages import endpoint_qos, nanoseconds
 from segmentation_node.ros.stand_in_gate import publish_stand_in_gate
 from workcell_segmentation.msg import ActiveIntent, FrameSetResult
@@ -81,17 +81,15 @@ class BagReplayer(Node):
     def replay(self, images: list[tuple[int, str, object]], rate: float, settle_s: float) -> ReplayOutcome:
         if rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
-        stamps = []
         started = time.monotonic()
         first = images[0][0] if images else 0
         for timestamp, camera, recorded in images:
             due = started + (timestamp - first) / 1e9 / rate
             while (left := due - time.monotonic()) > 0:
                 rclpy.spin_once(self, timeout_sec=min(left, 0.01))
-            message = _image(recorded)
-            self.cameras[camera].publish(message)
-            stamps.append(nanoseconds(message.header.stamp))
-        frame_sets = sorted(set(stamps))
+            self.cameras[camera].publish(_image(recorded))
+        # The frame sets the node can make: the same synchronizer over the same images.
+        frame_sets = [frame_set_stamp(s) for s in synchronized(images, list(self.cameras))]
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline and not all(stamp in self.results for stamp in frame_sets):
             rclpy.spin_once(self, timeout_sec=0.05)

@@ -2,19 +2,17 @@
 ground truth of scenes other than the one evaluated, empty-cell backgrounds, pick zones."""
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from segmentation_node.calibration import CameraCalibration
 from segmentation_node.masks import BoxedMask
 from segmentation_node.perception.classical import (
     BACKGROUND_CLASS, DEFECT_CLASS, BackgroundModel, ColorClassifier, defect_pixels)
 from segmentation_node.perception.commissioning import CameraCommissioning, Commissioning
 from segmentation_node.perception.tracking import ViewGeometry
-from segmentation_node.perception.zones import zone_mask
 from segmentation_node.synthetic.camera import PinholeCamera
 from segmentation_node.synthetic.render import render_frame_set
 from segmentation_node.synthetic.scene import (
@@ -78,7 +76,8 @@ def bin_zone(camera: PinholeCamera) -> np.ndarray:
     """The bin's box, floor to rim, as a pixel mask of the camera."""
     (hx, hy), top = BIN_HALF, BIN_WALL_HEIGHT
     corners = np.array([[x, y, z] for x in (-hx, hx) for y in (-hy, hy) for z in (0.0, top)])
-    return zone_mask(corners, camera.intrinsics, camera.world_from_camera, camera.width, camera.height)
+    return CameraCalibration(camera.intrinsics, np.zeros(0), camera.width, camera.height).mask(
+        corners, camera.world_from_camera)
 
 
 def empty_cell_backgrounds(clip: Clip, frames: int = 5) -> dict[str, BackgroundModel]:
@@ -93,29 +92,14 @@ def empty_cell_backgrounds(clip: Clip, frames: int = 5) -> dict[str, BackgroundM
 def commission(clip: Clip, classifier: ColorClassifier) -> Commissioning:
     """Everything the segmentation node needs to run the classical backend on this cell."""
     backgrounds = empty_cell_backgrounds(clip)
+    largest_part = int(max(classifier.typical_area.get(part, 0.0) for part in PART_CLASSES))
     cameras = {camera.name: CameraCommissioning(ViewGeometry(camera.intrinsics, camera.world_from_camera),
-                                                backgrounds[camera.name], bin_zone(camera))
+                                                backgrounds[camera.name], bin_zone(camera), largest_part)
                for camera in clip.cameras}
     return Commissioning(cameras, classifier, PART_CLASSES, STATIC_CLASSES)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """workcell_commission: commission the classical backend for a synthetic cell."""
-    parser = argparse.ArgumentParser(
-        prog="workcell_commission",
-        description="Write the commissioning file the segmentation node loads for the classical backend "
-                    "(calibration, empty-cell backgrounds, pick zones, colour table) for a synthetic cell.")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--views", type=int, default=3)
-    parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
-    args = parser.parse_args(argv)
-    width, height = (int(v) for v in args.size.split("x"))
-    config = ClipConfig(seed=args.seed, views=args.views, width=width, height=height, frames=20)
-    commission(generate_clip(config), train_classifier(config)).save(args.out)
-    print(f"commissioning: {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def commission_synthetic(seed: int, views: int, width: int, height: int) -> Commissioning:
+    """workcell_commission without --bag: the synthetic cell of that seed, views and size."""
+    config = ClipConfig(seed=seed, views=views, width=width, height=height, frames=20)
+    return commission(generate_clip(config), train_classifier(config))
