@@ -8,7 +8,12 @@ adversarial phrasing). Hard gates, any failure refuses the candidate:
 - temporal stability: id switches + flicker per 100 tracked object-views no worse than deployed
   by more than `stability_max_increase`;
 - promptability: in every prompt case the target mask IoU no worse than deployed by more than
-  `prompt_max_drop` (a fine-tune must not forget how to follow intents).
+  `prompt_max_drop` (a fine-tune must not forget how to follow intents);
+- target precision under an intent: of the TARGET instances in actionable frame sets, the
+  share the ground truth says the intent wants, at least `precision_floor` for every precision
+  intent ("defective items only", "pick part_a", "good blocks"): a model that would have the
+  robot pick a good part when asked for defective ones never ships. With no target marked at
+  all the precision is 1 (nothing wrong was offered; promptability catches the idle model).
 Quality gates: target mask AP, IoU and boundary F no worse than deployed by more than
 `quality_max_drop`. Writes a markdown + JSON report and records the verdict in the registry.
 """
@@ -32,7 +37,7 @@ from segmentation_node.masks import BoxedMask
 from segmentation_node.perception.tracking import ViewGeometry
 from segmentation_node.perception.types import CameraFrame, SegmentationBackend
 from segmentation_node.registry import ACCEPTED, REJECTED, ModelRegistry, RegistryError, load_registered_model
-from segmentation_node.synthetic.evaluation import FORBIDDEN_TRUTH, evaluate_clip
+from segmentation_node.synthetic.evaluation import FORBIDDEN_TRUTH, PRECISION_INTENTS, evaluate_clip
 from segmentation_node.synthetic.render import render_frame_set
 from segmentation_node.synthetic.scene import Clip, ClipConfig, generate_clip
 
@@ -46,6 +51,7 @@ class GateSuite:
     scenes: tuple[ClipConfig, ...]
     prompts: tuple[str, ...] = PROMPT_CASES
     prompt_frames: int = 3  # frame sets per prompt case (a keyframe and tracking)
+    precision_intents: tuple[str, ...] = PRECISION_INTENTS
 
 
 SUITES = {
@@ -64,6 +70,7 @@ class GateThresholds:
     stability_max_increase: float = 1.0   # id switches + flicker per 100 tracked object-views
     prompt_max_drop: float = 0.05
     quality_max_drop: float = 0.03
+    precision_floor: float = 0.95
 
 
 @dataclass
@@ -74,6 +81,8 @@ class ModelScores:
     mask_ap: float
     instability_per_100: float
     prompt_iou: dict[str, float]
+    target_precision: dict[str, float]  # per precision intent, over the suite's clips
+    targets_marked: dict[str, int]       # the TARGET instances it was measured on
 
 
 @dataclass
@@ -126,8 +135,9 @@ def evaluate_model(make_backend: Callable[[], SegmentationBackend], suite: GateS
     backend = make_backend()
     recalls, ious, boundary, ap, unstable, object_views = {c: [] for c in FORBIDDEN_TRUTH}, [], [], [], 0, 0
     prompt_iou: dict[str, list[float]] = {text: [] for text in suite.prompts}
+    marked, intended = dict.fromkeys(suite.precision_intents, 0), dict.fromkeys(suite.precision_intents, 0.0)
     clips = [generate_clip(config) for config in suite.scenes]
-    steps = len(clips) * (1 + len(suite.prompts))
+    steps = len(clips) * (1 + len(suite.prompts) + len(suite.precision_intents))
     with tqdm(total=steps, desc=f"gate suite {label}".strip(), unit="run", leave=False) as progress:
         for clip in clips:
             report = evaluate_clip(clip, _pipeline(backend, clip, ontology, "pick everything"))
@@ -142,9 +152,15 @@ def evaluate_model(make_backend: Callable[[], SegmentationBackend], suite: GateS
             for text in suite.prompts:
                 prompt_iou[text].append(_prompt_case(backend, clip, ontology, text, suite.prompt_frames))
                 progress.update()
+            for text in suite.precision_intents:
+                report = evaluate_clip(clip, _pipeline(backend, clip, ontology, text))
+                marked[text] += report.targets_marked
+                intended[text] += (report.target_precision or 0.0) * report.targets_marked
+                progress.update()
     return ModelScores({name: float(np.mean(v)) for name, v in recalls.items() if v}, float(np.mean(ious)),
                        float(np.mean(boundary)), float(np.mean(ap)), 100.0 * unstable / max(object_views, 1),
-                       {text: float(np.mean(v)) for text, v in prompt_iou.items()})
+                       {text: float(np.mean(v)) for text, v in prompt_iou.items()},
+                       {text: intended[text] / marked[text] if marked[text] else 1.0 for text in marked}, marked)
 
 
 def _pipeline(backend: SegmentationBackend, clip: Clip, ontology: Ontology, intent: str) -> PerceptionPipeline:
@@ -192,6 +208,10 @@ def compare(candidate: ModelScores, deployed: ModelScores, thresholds: GateThres
         got = candidate.prompt_iou.get(text, 0.0)
         checks.append(Check("hard", f"promptability: '{text}' target IoU", value, got,
                             f">= {value - t.prompt_max_drop:.3f}", got >= value - t.prompt_max_drop))
+    for text, value in deployed.target_precision.items():
+        got = candidate.target_precision.get(text, 0.0)
+        checks.append(Check("hard", f"target precision: '{text}' ({candidate.targets_marked.get(text, 0)} targets)",
+                            value, got, f">= {t.precision_floor:.3f}", got >= t.precision_floor))
     for metric in ("mask_ap", "target_iou", "boundary_f"):
         value, got = getattr(deployed, metric), getattr(candidate, metric)
         checks.append(Check("quality", metric.replace("_", " "), value, got, f">= {value - t.quality_max_drop:.3f}",
