@@ -80,19 +80,21 @@ def to_message(record: FrameSetRecord, typestore):
         source_age_ms=0.0, inference_ms=float(record.inference_ms))
 
 
+def header_ns(header) -> int:
+    """A header's stamp in nanoseconds, for rosbags' messages and rclpy's alike."""
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
 def from_message(message) -> FrameSetRecord:
     """A record of a FrameSetResult deserialized by rosbags (or any object with its fields)."""
-    def stamp(header) -> int:
-        return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-
     views = tuple(ViewRecord(
-        view.camera_name, view.header.frame_id, stamp(view.header), view.height, view.width,
+        view.camera_name, view.header.frame_id, header_ns(view.header), view.height, view.width,
         tuple(InstanceRecord(i.track_id, i.label, Role(i.role), i.score,
                              BoxedMask.from_array(mask_from_counts(i.mask.counts, i.mask.height, i.mask.width)),
                              tuple(i.attributes),
                              Source(i.source), i.stability, i.prompt, i.label_value) for i in view.instances),
         CameraStatus(view.camera_status), view.camera_detail) for view in message.views)
-    return FrameSetRecord(stamp(message.header), views, bool(message.actionable),
+    return FrameSetRecord(header_ns(message.header), views, bool(message.actionable),
                           tuple((Reason(c), t) for c, t in zip(message.reason_codes, message.reasons)),
                           message.confidence, message.sequence, message.model_version, message.ontology_version,
                           message.inference_ms)

@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from segmentation_node.backends import BACKENDS, BackendSpec
-from segmentation_node.bag_records import FrameSetRecord, InstanceRecord, ViewRecord, from_message, to_message
+from segmentation_node.bag_records import FrameSetRecord, InstanceRecord, ViewRecord, from_message, header_ns, to_message
 from segmentation_node.contract import PACKAGE
 from segmentation_node.perception.actionability import Conditions
 from segmentation_node.image_codec import to_rgb
@@ -66,25 +66,21 @@ def synchronized(recorded: Iterable[tuple[int, str, object]], cameras: list[str]
     ready: list[list[object]] = []
     sync = ApproximateSync(len(cameras), queue_size, slop_s, lambda *messages: ready.append(list(messages)))
     for _, camera, message in recorded:
-        sync.add(index[camera], stamp_ns(message), message)
+        sync.add(index[camera], header_ns(message.header), message)
         while ready:
             yield ready.pop(0)
 
 
-def stamp_ns(message) -> int:
-    return message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
-
-
 def frame_set_stamp(messages: list[object]) -> int:
     """A frame set's stamp, as the node publishes it: its newest view's."""
-    return max(stamp_ns(m) for m in messages)
+    return max(header_ns(m.header) for m in messages)
 
 
 def camera_frame_sets(bag: Path, cameras: list[str], slop_s: float = DEFAULT_SLOP_S
                       ) -> Iterator[tuple[int, list[CameraFrame]]]:
     """(stamp, views) of the recording, as the node assembles and stamps them."""
     for messages in synchronized(recorded_images(bag, cameras), cameras, slop_s):
-        yield frame_set_stamp(messages), [CameraFrame(camera, stamp_ns(m), to_rgb(m), m.header.frame_id)
+        yield frame_set_stamp(messages), [CameraFrame(camera, header_ns(m.header), to_rgb(m), m.header.frame_id)
                                           for camera, m in zip(cameras, messages)]
 
 

@@ -135,7 +135,7 @@ def evaluate_model(make_backend: Callable[[], SegmentationBackend], suite: GateS
     backend = make_backend()
     recalls, ious, boundary, ap, unstable, object_views = {c: [] for c in FORBIDDEN_TRUTH}, [], [], [], 0, 0
     prompt_iou: dict[str, list[float]] = {text: [] for text in suite.prompts}
-    marked, intended = dict.fromkeys(suite.precision_intents, 0), dict.fromkeys(suite.precision_intents, 0.0)
+    marked, intended = dict.fromkeys(suite.precision_intents, 0), dict.fromkeys(suite.precision_intents, 0)
     clips = [generate_clip(config) for config in suite.scenes]
     steps = len(clips) * (1 + len(suite.prompts) + len(suite.precision_intents))
     with tqdm(total=steps, desc=f"gate suite {label}".strip(), unit="run", leave=False) as progress:
@@ -155,7 +155,7 @@ def evaluate_model(make_backend: Callable[[], SegmentationBackend], suite: GateS
             for text in suite.precision_intents:
                 report = evaluate_clip(clip, _pipeline(backend, clip, ontology, text))
                 marked[text] += report.targets_marked
-                intended[text] += (report.target_precision or 0.0) * report.targets_marked
+                intended[text] += report.targets_intended
                 progress.update()
     return ModelScores({name: float(np.mean(v)) for name, v in recalls.items() if v}, float(np.mean(ious)),
                        float(np.mean(boundary)), float(np.mean(ap)), 100.0 * unstable / max(object_views, 1),

@@ -2,8 +2,8 @@
 
 A frame set is actionable only if the gate is RUNNING (trusted and heard recently), every camera
 is fresh and can see, the backend did not fail, an intent is in force, no auto-pause class or
-intrusion into the pick zone is in view, and at least one target passes its score and stability thresholds with no forbidden or
-intrusion region touching it (dilated) in any view. Targets that fail a check are demoted to
+intrusion into the pick zone is in view, and at least one target passes its score and stability
+thresholds with no forbidden or intrusion region touching it (dilated) in any view. Targets that fail a check are demoted to
 IGNORE, so in an actionable result every ROLE_TARGET instance is safe to pick.
 
 The verdict is decided when processing starts and checked again when it is published

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from segmentation_node.contract import INTRUSION_LABEL, PICK_ZONE_INTRUSION_LABEL, Source
-from segmentation_node.perception.classical import BackgroundModel, intrusion_regions
 from segmentation_node.masks import BoxedMask
+from segmentation_node.perception.classical import BackgroundModel, intrusion_regions
 from segmentation_node.perception.types import CameraFrame, Detection
 
 

@@ -43,9 +43,8 @@ class EvaluationReport:
     flicker: int
     cross_view_splits: int              # object-frames where one part got different ids in two views
     actionable_frame_sets: int
-    # Of the TARGET instances in actionable frame sets, the share whose true object the intent wants.
-    target_precision: float | None
-    targets_marked: int
+    targets_marked: int    # TARGET instances in actionable frame sets
+    targets_intended: int  # of those, the ones whose true object the intent wants
 
     def rows(self) -> list[tuple[str, str]]:
         rows = [(f"forbidden recall: {label}", f"{value:.3f}") for label, value in self.forbidden_recall.items()]
@@ -61,6 +60,10 @@ class EvaluationReport:
             ("actionable frame sets", f"{self.actionable_frame_sets} / {self.frames}"),
         ]
         return rows
+
+    @property
+    def target_precision(self) -> float | None:
+        return self.targets_intended / self.targets_marked if self.targets_marked else None
 
     def precision_row(self) -> str:
         shown = "n/a" if self.target_precision is None else f"{self.target_precision:.3f}"
@@ -125,7 +128,7 @@ def evaluate_clip(clip: Clip, pipeline: PerceptionPipeline,
         float(np.mean(ious)) if ious else 0.0,
         float(np.mean(np.array(ious) >= 0.8)) if ious else 0.0, len(ious),
         float(np.mean(boundary)) if boundary else 0.0, ap.evaluate(),
-        stability.id_switches, stability.flicker, splits, actionable, right / marked if marked else None, marked)
+        stability.id_switches, stability.flicker, splits, actionable, marked, right)
 
 
 def _intended(pipeline: PerceptionPipeline, render: ViewRender, instance) -> bool:
