@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 import yaml
 
+from segmentation_node.perception.tracking import ViewGeometry
+
 # Distortion models OpenCV's projection implements (coefficients in CameraInfo order).
 OPENCV_DISTORTION_MODELS = ("plumb_bob", "rational_polynomial")
 
@@ -30,6 +32,8 @@ class CameraCalibration:
     def from_camera_info(cls, info, where: str) -> "CameraCalibration":
         """ValueError naming `where` for an uncalibrated camera or an unsupported distortion model."""
         intrinsics = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+        if not np.isfinite(intrinsics).all():
+            raise ValueError(f"{where}: K has values that are not finite numbers")
         if intrinsics[0, 0] <= 0 or intrinsics[1, 1] <= 0:
             raise ValueError(f"{where}: the camera is not calibrated (focal length {intrinsics[0, 0]:g}, "
                              f"{intrinsics[1, 1]:g} in K)")
@@ -141,3 +145,118 @@ class Zone:
             raise ValueError(f"{path}: box min {minimum.tolist()} must be below max {maximum.tolist()} "
                              "on every axis (three numbers each)")
         return cls(frame, minimum, maximum)
+
+
+
+# Largest difference in K (pixels) still taken as the commissioned calibration: calibration files
+# round to a few decimals; a refocused or recalibrated camera moves fx or cx by more.
+INTRINSICS_TOLERANCE_PX = 0.5
+
+
+def _same_view(one: ViewGeometry, other: ViewGeometry) -> bool:
+    return np.array_equal(one.intrinsics, other.intrinsics) and np.array_equal(one.world_from_camera,
+                                                                               other.world_from_camera)
+
+
+class LiveCalibration:
+    """What the node learns from `<camera>/camera_info` and `/tf_static` while it runs.
+
+    With a commissioning file, its calibration is the one used: camera_info is only compared with
+    it, and another image size or intrinsics mean the zone and backgrounds no longer fit the
+    images (`problem`: the camera's images are bad input until it matches again). Without one,
+    each camera's image size comes from its camera_info, and its geometry (cross-view identity)
+    from the intrinsics and the static chain from `workcell_frame` to camera_info's frame_id.
+    Not thread-safe: the node calls it from its executor thread only."""
+
+    def __init__(self, workcell_frame: str):
+        self.workcell_frame = workcell_frame
+        self.transforms = StaticTransforms()
+        self.version = 0  # bumped whenever geometry() changes
+        self._commissioned: dict[str, ViewGeometry] = {}
+        self._commissioned_sizes: dict[str, tuple[int, int]] = {}
+        self._infos: dict[str, tuple] = {}  # camera -> (key of its last camera_info, that info)
+        self._learned: dict[str, ViewGeometry] = {}
+        self._sizes: dict[str, tuple[int, int]] = {}
+        self._problems: dict[str, str] = {}
+        self._states: dict[str, str] = {}  # camera -> what is used: one log line per change
+
+    def commission(self, geometry: dict[str, ViewGeometry], sizes: dict[str, tuple[int, int]]
+                   ) -> list[tuple[str, str]]:
+        """Use a commissioning file's calibration (empty: none). Each method returns what changed,
+        a line per camera, for the node's log."""
+        self._commissioned, self._commissioned_sizes = dict(geometry), dict(sizes)
+        return self._evaluate(list(self._infos))
+
+    def camera_info(self, camera: str, info) -> list[tuple[str, str]]:
+        key = (tuple(info.k), tuple(info.d), info.distortion_model, info.width, info.height, info.header.frame_id)
+        if camera in self._infos and self._infos[camera][0] == key:
+            return []  # the same calibration again: drivers republish it with every image
+        self._infos[camera] = (key, info)
+        return self._evaluate([camera])
+
+    def add_transforms(self, transforms: Iterable) -> list[tuple[str, str]]:
+        self.transforms.add(transforms)
+        return self._evaluate(list(self._infos))
+
+    def geometry(self) -> dict[str, ViewGeometry]:
+        return dict(self._commissioned or self._learned)
+
+    def image_size(self, camera: str) -> tuple[int, int] | None:
+        """(rows, columns) the camera's images must have; None: not known (yet)."""
+        return self._commissioned_sizes.get(camera) or self._sizes.get(camera)
+
+    def problem(self, camera: str) -> str | None:
+        return self._problems.get(camera)
+
+    def _evaluate(self, cameras: list[str]) -> list[tuple[str, str]]:
+        before = self.geometry()
+        changed = []
+        for camera in cameras:
+            info = self._infos[camera][1]
+            self._problems.pop(camera, None)
+            if camera in self._commissioned:
+                state = self._mismatch(camera, info)
+                if state:
+                    self._problems[camera] = state
+                else:
+                    state = "camera_info matches the commissioning"
+            else:
+                state = self._learn(camera, info)
+            if self._states.get(camera) != state:
+                self._states[camera] = state
+                changed.append((camera, state))
+        after = self.geometry()
+        if after.keys() != before.keys() or any(not _same_view(after[c], before[c]) for c in after):
+            self.version += 1
+        return changed
+
+    def _mismatch(self, camera: str, info) -> str | None:
+        rows, columns = self._commissioned_sizes[camera]
+        if (int(info.height), int(info.width)) != (rows, columns):
+            return (f"camera_info says {info.width}x{info.height}, the cell was commissioned at {columns}x{rows} "
+                    "(recommission: workcell_commission)")
+        intrinsics = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+        if intrinsics[0, 0] == 0 and intrinsics[1, 1] == 0:
+            return None  # the driver lost its calibration file: it claims no intrinsics, not other ones
+        commissioned = self._commissioned[camera].intrinsics
+        worst = float(np.abs(intrinsics - commissioned).max())
+        if not worst <= INTRINSICS_TOLERANCE_PX:  # NaN too
+            named = ", ".join(f"{name} {commissioned[i, j]:.1f} -> {intrinsics[i, j]:.1f}"
+                              for name, (i, j) in (("fx", (0, 0)), ("fy", (1, 1)), ("cx", (0, 2)), ("cy", (1, 2)))
+                              if abs(intrinsics[i, j] - commissioned[i, j]) > INTRINSICS_TOLERANCE_PX)
+            return (f"camera_info intrinsics differ from the commissioning ({named or f'K by {worst:.1f} px'}; "
+                    "recommission: workcell_commission)")
+        return None
+
+    def _learn(self, camera: str, info) -> str:
+        self._learned.pop(camera, None)
+        if int(info.width) > 0 and int(info.height) > 0:
+            self._sizes[camera] = (int(info.height), int(info.width))
+        try:
+            calibration = CameraCalibration.from_camera_info(info, f"{camera}/camera_info")
+            world_from_camera = self.transforms.lookup(self.workcell_frame, info.header.frame_id)
+        except ValueError as error:
+            return f"{info.width}x{info.height}; no geometry, so no cross-view identity: {error}"
+        self._learned[camera] = ViewGeometry(calibration.intrinsics, world_from_camera)
+        return (f"{info.width}x{info.height}, geometry from camera_info and /tf_static "
+                f"({self.workcell_frame} -> {info.header.frame_id})")

@@ -139,6 +139,8 @@ PREVIEW = QosSpec("preview", Reliability.BEST_EFFORT, Durability.VOLATILE, 1,
                   "for people watching in rqt_image_view; never worth back-pressure")
 LATCHED = QosSpec("latched", Reliability.RELIABLE, Durability.TRANSIENT_LOCAL, 1,
                   "state: a subscriber that starts late still gets the current value")
+STATIC_TRANSFORMS = QosSpec("static_transforms", Reliability.RELIABLE, Durability.TRANSIENT_LOCAL, 100,
+                            "as tf2's static listener: every broadcaster's latched transforms, whenever it started")
 OPERATOR_INPUT = QosSpec("operator_input", Reliability.RELIABLE, Durability.VOLATILE, 10,
                          "operator requests must arrive, and only once")
 
@@ -168,6 +170,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "{camera}/image_raw", "sensor_msgs/msg/Image", SENSOR,
              "camera images (RGB, mono 8/16 bit, YUV 4:2:2, Bayer: README, Camera encodings), "
              "synchronized by approximate time"),
+    Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "{camera}/camera_info", "sensor_msgs/msg/CameraInfo", SENSOR,
+             "checked against the commissioning (another size or K: that camera's images are bad input); "
+             "without one: the image size, and intrinsics for cross-view identity"),
+    Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "/tf_static", "tf2_msgs/msg/TFMessage", STATIC_TRANSFORMS,
+             "without a commissioning file: each camera's pose, the chain from workcell_frame to its optical frame"),
     Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "active_intent", f"{PACKAGE}/msg/ActiveIntent", LATCHED,
              "the intent in force: which classes are targets"),
     Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "gate_state", f"{PACKAGE}/msg/GateState", LATCHED,
@@ -230,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     print(render_markdown_table(), end="")
     if args.qos:
         print()
-        for spec in (SENSOR, RESULT, MASK_IMAGE, PREVIEW, LATCHED, OPERATOR_INPUT):
+        for spec in (SENSOR, RESULT, MASK_IMAGE, PREVIEW, LATCHED, STATIC_TRANSFORMS, OPERATOR_INPUT):
             print(f"- {spec.name}: {spec.describe()} — {spec.why}")
     return 0
 

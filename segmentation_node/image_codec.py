@@ -56,7 +56,7 @@ class ImageError(ValueError):
 
 
 def check_format(message, expected_hw: tuple[int, int] | None = None) -> str | None:
-    """Why the image cannot be used, or None: the rules of view() plus the commissioned size
+    """Why the image cannot be used, or None: the rules of view() plus the calibrated size
     (rows, columns) when given. Reads the message fields only, never the pixels: cheap enough
     for a subscription callback at any resolution."""
     try:
@@ -88,7 +88,7 @@ def _layout(message, expected_hw: tuple[int, int] | None = None) -> tuple[int, t
     if height == 0 or width == 0:
         raise ImageError(f"empty image {width}x{height}")
     if expected_hw is not None and (height, width) != tuple(expected_hw):
-        raise ImageError(f"image is {width}x{height}, this camera is commissioned at {expected_hw[1]}x{expected_hw[0]}")
+        raise ImageError(f"image is {width}x{height}, this camera is calibrated for {expected_hw[1]}x{expected_hw[0]}")
     if step < row_bytes:
         raise ImageError(f"step {step} is smaller than a row of {width} {encoding} pixels ({row_bytes} bytes)")
     if len(message.data) < step * height:

@@ -61,7 +61,7 @@ def test_bad_input_is_sticky_until_enough_consecutive_good_images(camera):
 
 def test_a_camera_alternating_bad_and_good_images_never_looks_ok(camera):
     for _ in range(10):
-        camera.send("image is 640x480, this camera is commissioned at 1280x720")
+        camera.send("image is 640x480, this camera is calibrated for 1280x720")
         camera.send()
         assert camera.status()[0] is CameraStatus.BAD_INPUT
 

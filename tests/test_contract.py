@@ -17,10 +17,11 @@ def test_readme_interface_table_is_the_rendered_contract():
         "README interface table is out of date: paste the output of `workcell_contract`")
 
 
-def test_topics_are_relative_except_standard_diagnostics():
-    # Relative names so launch can namespace and remap them; /diagnostics is a ROS convention.
+def test_topics_are_relative_except_the_ros_wide_ones():
+    # Relative names so launch can namespace and remap them; /diagnostics and /tf_static are
+    # ROS conventions, shared by every node of the robot.
     absolute = {item.name for item in contract.ENDPOINTS if item.name.startswith("/")}
-    assert absolute == {"/diagnostics"}
+    assert absolute == {"/diagnostics", "/tf_static"}
 
 
 def test_state_topics_are_latched_and_images_in_are_best_effort():

@@ -151,7 +151,7 @@ def test_format_check_passes_good_images_without_reading_pixels():
     (dict(encoding="nv12"), "unsupported encoding 'nv12'; supported: rgb8, bgr8, rgba8, bgra8, mono8, mono16, "
                             "yuv422, yuv422_yuy2, bayer_rggb8"),
     (dict(encoding="16UC1"), "unsupported encoding '16UC1'"),
-    (dict(width=640, height=480, step=640 * 3), "image is 640x480, this camera is commissioned at 1280x720"),
+    (dict(width=640, height=480, step=640 * 3), "image is 640x480, this camera is calibrated for 1280x720"),
     (dict(step=1000), "step 1000 is smaller than a row of 1280 bgr8 pixels (3840 bytes)"),
     (dict(data=LengthOnly(100)), "data has 100 bytes, 1280x720 bgr8 with step 3840 needs 2764800"),
     (dict(height=0), "empty image 1280x0"),

@@ -100,6 +100,12 @@ class PerceptionPipeline:
         verdict = decide(instances, conditions, self.ontology, self.intent, self.actionability, model_error)
         return FrameSetOutcome(instances, verdict, inference_ms, keyframe)
 
+    def set_geometry(self, geometry: dict[str, ViewGeometry]) -> None:
+        """Calibration learned while running (camera_info, /tf_static): objects placed from the
+        next frame set on; ids already given are kept."""
+        self.geometry = geometry
+        self._identity.geometry = geometry
+
     def swap_backend(self, backend: SegmentationBackend) -> SegmentationBackend:
         """Serve the next frame set with another model; tracks and ids carry over (the trackers
         match masks, whoever made them), the new model starts with a keyframe. Returns the old one."""

@@ -32,10 +32,12 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
+from tf2_msgs.msg import TFMessage
 
 from segmentation_node.backends import BACKENDS, PRECISIONS, BackendSpec
+from segmentation_node.calibration import LiveCalibration
 from segmentation_node.camera_health import CameraHealth
 from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE, CameraStatus, HardCaseKind, Role
 from segmentation_node.flywheel.hard_cases import MIS_PICK, OPERATOR_REJECT, HardCasePolicy
@@ -98,6 +100,9 @@ class SegmentationNode(LifecycleNode):
             T.PARAMETER_STRING, "SAM3 checkpoint path (backend sam3); never downloaded"))
         self.declare_parameter("commissioning_file", "", _descriptor(
             T.PARAMETER_STRING, "calibration, empty-cell backgrounds, zones, colour table (workcell_commission)"))
+        self.declare_parameter("workcell_frame", "workcell", _descriptor(
+            T.PARAMETER_STRING, "without commissioning_file: the /tf_static frame camera poses are taken in "
+                                "(z up, parts resting near z = 0)"))
         self.declare_parameter("ontology_file", "", _descriptor(
             T.PARAMETER_STRING, "ontology YAML; empty: the package's config/ontology.yaml"))
         self.declare_parameter("keyframe_interval", 5, _descriptor(
@@ -191,12 +196,15 @@ class SegmentationNode(LifecycleNode):
         except Exception as error:  # noqa: BLE001 - a model that cannot load must not take the node down
             self.get_logger().error(f"activate refused: backend '{self.backend_name}' failed to load: {error}")
             return TransitionCallbackReturn.FAILURE
-        geometry = commissioning.geometry() if commissioning else {}
-        self._image_sizes = commissioning.image_sizes() if commissioning else {}
+        self._log_calibration(self._calibration.commission(commissioning.geometry() if commissioning else {},
+                                                           commissioning.image_sizes() if commissioning else {}))
         if commissioning is None:
             self.get_logger().warning("no commissioning_file: no intrusion monitor beside the model, only what it "
-                                      "names is forbidden (see workcell_commission)")
-        self._pipeline = PerceptionPipeline(backend, self.ontology, geometry,
+                                      "names is forbidden (see workcell_commission); calibration from camera_info "
+                                      f"and /tf_static ({self.workcell_frame})")
+        with self._lock:
+            self._pending_geometry = None
+        self._pipeline = PerceptionPipeline(backend, self.ontology, self._calibration.geometry(),
                                             ActionabilityConfig(clearance_px=self.clearance_px),
                                             KeyframeScheduler(self.keyframe_interval),
                                             intrusion=commissioning.intrusion_monitor() if commissioning else None)
@@ -242,6 +250,9 @@ class SegmentationNode(LifecycleNode):
             raise ValueError(f"cameras must be unique names like cam_left; got {value('cameras')}")
         self.backend_name = value("backend")
         self.commissioning_file = value("commissioning_file")
+        self.workcell_frame = value("workcell_frame").strip().lstrip("/")
+        if not self.workcell_frame:
+            raise ValueError("workcell_frame must name a /tf_static frame, e.g. workcell")
         self.model_registry = value("model_registry")
         self.backend_spec = BackendSpec(self.backend_name, value("checkpoint"), self.model_registry,
                                         value("model_version"), value("engine_cache"), value("precision"),
@@ -288,7 +299,9 @@ class SegmentationNode(LifecycleNode):
     def _setup_io(self) -> None:
         self.health = {c: CameraHealth(c, self.stale_after_s, self.good_images_to_recover, self.max_future_stamp_s)
                        for c in self.cameras}
-        self._image_sizes: dict[str, tuple[int, int]] = {}
+        self._calibration = LiveCalibration(self.workcell_frame)
+        self._geometry_version = 0
+        self._pending_geometry = None  # learned calibration the worker hands the pipeline
         self._to_rgb = make_converter()
         self._sync = make_synchronizer(len(self.cameras), self.sync_queue, self.slop_s, self._on_frame_set)
         self._gate_monitor = GateMonitor(self.gate_node, self.gate_timeout_s)
@@ -319,6 +332,14 @@ class SegmentationNode(LifecycleNode):
                                             lambda message, info, index=index: self._on_image(index, message, info)),
                                         image_qos)
                     for index, camera in enumerate(self.cameras)]
+        camera_info_qos = endpoint_qos(SEGMENTATION_NODE, "{camera}/camera_info")
+        self._io += [self.create_subscription(CameraInfo, f"{camera}/camera_info",
+                                              contained(self, f"{camera} camera_info")(
+                                                  lambda message, camera=camera: self._on_camera_info(camera, message)),
+                                              camera_info_qos)
+                     for camera in self.cameras]
+        self._io.append(self.create_subscription(TFMessage, "/tf_static", contained(self, "/tf_static")(self._on_tf_static),
+                                                 endpoint_qos(SEGMENTATION_NODE, "/tf_static")))
         self._io.append(self.create_subscription(ActiveIntent, "active_intent",
                                                  contained(self, "active intent")(self._on_intent),
                                                  endpoint_qos(SEGMENTATION_NODE, "active_intent")))
@@ -350,7 +371,8 @@ class SegmentationNode(LifecycleNode):
         arrival_ns = received_ns(info)
         stamp_ns = nanoseconds(message.header.stamp)
         with self._stages.time("receive (per image)"):
-            format_problem = check_format(message, self._image_sizes.get(camera))
+            format_problem = check_format(message, self._calibration.image_size(camera)) \
+                or self._calibration.problem(camera)
             problem = self.health[camera].accept(stamp_ns, arrival_ns / 1e9, self.get_clock().now().nanoseconds,
                                                  format_problem)
         if problem:
@@ -358,6 +380,25 @@ class SegmentationNode(LifecycleNode):
             return
         with self._stages.time("sync (per image)"):
             self._sync.add(index, stamp_ns, Arrived(message.header, message, arrival_ns))
+
+    def _on_camera_info(self, camera: str, message: CameraInfo) -> None:
+        self._log_calibration(self._calibration.camera_info(camera, message))
+
+    def _on_tf_static(self, message: TFMessage) -> None:
+        self._log_calibration(self._calibration.add_transforms(message.transforms))
+
+    def _log_calibration(self, changes: list[tuple[str, str]]) -> None:
+        """One line per camera whose calibration changed; the pipeline takes new geometry at its
+        next frame set (the worker owns it)."""
+        for camera, state in changes:
+            if self._calibration.problem(camera):  # rclpy: one severity per call site
+                self.get_logger().error(f"{camera}: {state}")
+            else:
+                self.get_logger().info(f"{camera}: {state}")
+        if self._calibration.version != self._geometry_version:
+            self._geometry_version = self._calibration.version
+            with self._lock:
+                self._pending_geometry = self._calibration.geometry()
 
     def _on_frame_set(self, *arrived: Arrived) -> None:
         self._last_input_s = time.monotonic()
@@ -476,10 +517,13 @@ class SegmentationNode(LifecycleNode):
                     return
                 arrived = self._queue.popleft()
                 intent, self._pending_intent = self._pending_intent, None
+                geometry, self._pending_geometry = self._pending_geometry, None
                 if intent is not None:
                     self._applied_intent = self._intent_sequence
             if intent is not None:
                 self._pipeline.set_intent(intent)
+            if geometry is not None:
+                self._pipeline.set_geometry(geometry)
             try:
                 with self._process_lock:
                     self._process(arrived)

@@ -182,7 +182,7 @@ def test_cameras_to_consumer_with_gate_intent_hand_and_faults(running):
 
 @pytest.mark.parametrize("bad, detail", [
     ({"cam_left": {"encoding": "nv12"}}, "unsupported encoding"),
-    ({"cam_left": {"width": 200}}, "commissioned at 320x240"),
+    ({"cam_left": {"width": 200}}, "calibrated for 320x240"),
     ({"cam_left": {"stamp_offset_ns": -10_000_000_000}}, "stamp went back"),
 ])
 def test_bad_input_is_reported_and_the_node_keeps_going(running, bad, detail):
