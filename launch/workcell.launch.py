@@ -6,7 +6,8 @@
 
 Arguments: profile (cpu | orin | thor: picks config/<profile>.yaml), config_file (overrides the
 profile's file), cameras, camera_prefix (where the drivers publish <camera>/image_raw),
-backend, checkpoint, commissioning_file, namespace.
+backend, checkpoint, commissioning_file, transport (raw | compressed, once or per camera,
+comma-separated), workcell_frame, namespace.
 
 Fast DDS: the nodes get config/fastdds.xml (shared memory sized for 720p images, README
 "Transport") unless FASTDDS_DEFAULT_PROFILES_FILE / FASTRTPS_DEFAULT_PROFILES_FILE is already set.
@@ -48,12 +49,15 @@ def _nodes(context):
     cameras = [c.strip() for c in value("cameras").split(",") if c.strip()]
     prefix = value("camera_prefix").rstrip("/")
     overrides = {"cameras": cameras}
-    for name in ("backend", "checkpoint", "commissioning_file"):
+    for name in ("backend", "checkpoint", "commissioning_file", "workcell_frame"):
         if value(name):
             overrides[name] = value(name)
-    # The node subscribes relative <camera>/image_raw inside the namespace: point each at its driver.
+    if value("transport"):
+        overrides["transport"] = [t.strip() for t in value("transport").split(",")]
+    # The node subscribes relative <camera>/image_raw (or its compressed stream) and camera_info
+    # inside the namespace: point each at its driver.
     remappings = [(f"{camera}/{topic}", f"{prefix}/{camera}/{topic}")
-                  for camera in cameras for topic in ("image_raw", "camera_info")]
+                  for camera in cameras for topic in ("image_raw", "image_raw/compressed", "camera_info")]
     namespace = value("namespace")
     return [
         LifecycleNode(package=PACKAGE, executable="segmentation", name="segmentation", namespace=namespace,
@@ -76,6 +80,10 @@ def generate_launch_description():
         DeclareLaunchArgument("checkpoint", default_value="", description="SAM3 checkpoint file (backend sam3)"),
         DeclareLaunchArgument("commissioning_file", default_value="",
                               description="calibration, backgrounds, zones (workcell_commission)"),
+        DeclareLaunchArgument("transport", default_value="",
+                              description="raw | compressed: once for every camera or once per camera (profile's)"),
+        DeclareLaunchArgument("workcell_frame", default_value="",
+                              description="without commissioning_file: the /tf_static frame of camera poses"),
         DeclareLaunchArgument("namespace", default_value="workcell", description="namespace of both nodes"),
         OpaqueFunction(function=_nodes),
     ])

@@ -168,8 +168,10 @@ OPERATOR_NODE = "operator_intent"
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "{camera}/image_raw", "sensor_msgs/msg/Image", SENSOR,
-             "camera images (RGB, mono 8/16 bit, YUV 4:2:2, Bayer: README, Camera encodings), "
+             "camera images (RGB, mono 8/16 bit, YUV 4:2:2, Bayer: README, Camera encodings and transports), "
              "synchronized by approximate time"),
+    Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "{camera}/image_raw/compressed", "sensor_msgs/msg/CompressedImage",
+             SENSOR, "instead of image_raw where transport is compressed: JPEG or PNG, decoded off the callbacks"),
     Endpoint(SEGMENTATION_NODE, Kind.SUBSCRIBES, "{camera}/camera_info", "sensor_msgs/msg/CameraInfo", SENSOR,
              "checked against the commissioning (another size or K: that camera's images are bad input); "
              "without one: the image size, and intrinsics for cross-view identity"),

@@ -4,11 +4,12 @@ object with the Image fields (rclpy messages, rosbags messages). cv_bridge is us
 where installed, for the encodings it converts the same way (the 8-bit RGB family).
 
 Encodings (ROS names, sensor_msgs/image_encodings.hpp): rgb8, bgr8, rgba8, bgra8, mono8;
-mono16 and 16-bit Bayer to 8 bits by keeping the high byte (a fixed shift: the same pixel
-value gives the same colour in every frame); Bayer rggb / bggr / gbrg / grbg (8 and 16 bit)
-demosaiced by OpenCV; yuv422 (UYVY) and yuv422_yuy2 (YUYV) by OpenCV's BT.601 video-range
-conversion (as cv_bridge does).
-16-bit images may be big-endian."""
+mono16 and 16-bit Bayer to 8 bits by a `SixteenBitRule`; Bayer rggb / bggr / gbrg / grbg (8 and
+16 bit) demosaiced by OpenCV; yuv422 (UYVY) and yuv422_yuy2 (YUYV) by OpenCV's BT.601
+video-range conversion (as cv_bridge does). 16-bit images may be big-endian.
+
+sensor_msgs/CompressedImage (image_transport's `compressed`): JPEG or PNG, decoded by OpenCV
+from the bytes (whatever `format` names), 8 or 16 bit, grey or colour."""
 from __future__ import annotations
 
 from typing import Callable
@@ -17,16 +18,52 @@ import cv2
 import numpy as np
 
 
-def _as_is(pixels: np.ndarray) -> np.ndarray:
+class ImageError(ValueError):
+    """The image cannot be used; the message says why in terms of the message fields."""
+
+
+class SixteenBitRule:
+    """How 16-bit pixels become the model's 8 bits (parameter `sixteen_bit`):
+    - `shift:N` (N = 0..8): keep bits N..N+7, saturating above. One pixel value gives one
+      colour in every frame. `shift:8` (the default) keeps the high byte: right for data that
+      fills 16 bits; `shift:4` for 12-bit sensors, `shift:2` for 10-bit ones (their values sit
+      in the low bits, so the high byte would be nearly black).
+    - `range`: per frame, its darkest to brightest pixel stretched to 0..255 (contrast follows
+      the scene, so colours are not comparable across frames; a flat frame becomes black)."""
+
+    def __init__(self, text: str = "shift:8"):
+        self.text = text.strip().lower()
+        if self.text == "range":
+            self.shift = None
+        else:
+            kind, _, bits = self.text.partition(":")
+            if kind != "shift" or not bits.isdigit() or not 0 <= int(bits) <= 8:
+                raise ValueError(f"sixteen_bit must be 'shift:N' with N in 0..8 or 'range'; got '{text}'")
+            self.shift = int(bits)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        if pixels.dtype == np.uint8:
+            return pixels
+        if self.shift is None:
+            low, high = int(pixels.min()), int(pixels.max())
+            if high == low:
+                return np.zeros(pixels.shape, np.uint8)
+            return ((pixels.astype(np.float32) - low) * (255.0 / (high - low)) + 0.5).astype(np.uint8)
+        return np.minimum(pixels >> self.shift, 255).astype(np.uint8)
+
+    def __repr__(self) -> str:
+        return f"SixteenBitRule('{self.text}')"
+
+
+HIGH_BYTE = SixteenBitRule("shift:8")
+
+
+def _as_is(pixels: np.ndarray, to_8bit: SixteenBitRule) -> np.ndarray:
     return pixels  # rgb8: the view itself, no copy
 
 
-def _high_byte(pixels: np.ndarray) -> np.ndarray:
-    return (pixels >> 8).astype(np.uint8) if pixels.dtype != np.uint8 else pixels
-
-
-def _opencv(code: int) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda pixels: cv2.cvtColor(np.ascontiguousarray(_high_byte(pixels)), code)
+def _opencv(code: int) -> Callable[[np.ndarray, SixteenBitRule], np.ndarray]:
+    return lambda pixels, to_8bit: cv2.cvtColor(np.ascontiguousarray(to_8bit(pixels)), code)
 
 
 # OpenCV names a Bayer pattern by the second row's second and third pixels, ROS by the first
@@ -49,10 +86,8 @@ _ENCODINGS = {
 }
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 CV_BRIDGE_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")  # converted alike by cv_bridge
-
-
-class ImageError(ValueError):
-    """The image cannot be used; the message says why in terms of the message fields."""
+# What CompressedImage.format may say (image_transport: "jpeg", or "bgr8; jpeg compressed bgr8").
+COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
 
 
 def check_format(message, expected_hw: tuple[int, int] | None = None) -> str | None:
@@ -87,8 +122,7 @@ def _layout(message, expected_hw: tuple[int, int] | None = None) -> tuple[int, t
     row_bytes = width * channels * np.dtype(dtype).itemsize
     if height == 0 or width == 0:
         raise ImageError(f"empty image {width}x{height}")
-    if expected_hw is not None and (height, width) != tuple(expected_hw):
-        raise ImageError(f"image is {width}x{height}, this camera is calibrated for {expected_hw[1]}x{expected_hw[0]}")
+    check_size(height, width, expected_hw)
     if step < row_bytes:
         raise ImageError(f"step {step} is smaller than a row of {width} {encoding} pixels ({row_bytes} bytes)")
     if len(message.data) < step * height:
@@ -97,10 +131,46 @@ def _layout(message, expected_hw: tuple[int, int] | None = None) -> tuple[int, t
     return channels, dtype, row_bytes
 
 
-def to_rgb(message) -> np.ndarray:
+def check_size(height: int, width: int, expected_hw: tuple[int, int] | None) -> None:
+    if expected_hw is not None and (height, width) != tuple(expected_hw):
+        raise ImageError(f"image is {width}x{height}, this camera is calibrated for {expected_hw[1]}x{expected_hw[0]}")
+
+
+def to_rgb(message, to_8bit: SixteenBitRule = HIGH_BYTE) -> np.ndarray:
     """H x W x 3 uint8 RGB for the model (a view when the message already is rgb8)."""
     pixels = view(message)  # validates the encoding first
-    return _ENCODINGS[message.encoding.lower()][2](pixels)
+    return _ENCODINGS[message.encoding.lower()][2](pixels, to_8bit)
+
+
+def check_compressed(message) -> str | None:
+    """Why a CompressedImage cannot be used, from its fields alone (the subscription callback
+    does not decode), or None. Corrupt bytes are found by decode_compressed."""
+    format_ = message.format.lower()
+    if "compresseddepth" in format_.replace(" ", ""):
+        return f"format '{message.format}' is a compressed depth image, not a camera image"
+    if not any(name in format_ for name in COMPRESSED_FORMATS):
+        return f"unsupported compressed format '{message.format}'; supported: jpeg, png"
+    if len(message.data) == 0:
+        return "compressed image with no data"
+    return None
+
+
+def decode_compressed(message, expected_hw: tuple[int, int] | None = None,
+                      to_8bit: SixteenBitRule = HIGH_BYTE) -> np.ndarray:
+    """H x W x 3 uint8 RGB of a JPEG / PNG CompressedImage; ImageError for corrupt data."""
+    problem = check_compressed(message)
+    if problem:
+        raise ImageError(problem)
+    data = np.frombuffer(message.data, dtype=np.uint8)
+    pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise ImageError(f"corrupt compressed frame: {len(data)} bytes that OpenCV cannot decode as "
+                         f"'{message.format}'")
+    check_size(pixels.shape[0], pixels.shape[1], expected_hw)
+    pixels = to_8bit(pixels)
+    if pixels.ndim == 2:
+        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 
 def fields_of(array: np.ndarray, encoding: str) -> dict:

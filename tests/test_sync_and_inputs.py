@@ -7,6 +7,7 @@ import pytest
 
 from segmentation_node.image_codec import CV_BRIDGE_ENCODINGS, ImageError, check_format, fields_of, to_rgb, view
 from segmentation_node.sync import ApproximateSync
+from tests.camera_encodings import mosaic, yuv422
 
 MS = 1_000_000
 
@@ -185,15 +186,9 @@ INSIDE = (slice(2, 6), slice(2, 6)), (slice(2, 6), slice(10, 14)), (slice(10, 14
 @pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
 @pytest.mark.parametrize("bits", [8, 16])
 def test_bayer_mosaics_decode_to_the_colours_they_were_sampled_from(pattern, bits):
-    """A mosaic built here from the pattern's name (first 2x2 block read row by row) decodes
-    back to the block colours; 16-bit keeps the high byte."""
-    channel = {"r": 0, "g": 1, "b": 2}
-    mosaic = np.zeros((16, 16), np.uint16 if bits == 16 else np.uint8)
-    for index, letter in enumerate(pattern):
-        row, column = divmod(index, 2)
-        samples = BLOCKS[row::2, column::2, channel[letter]].astype(mosaic.dtype)
-        mosaic[row::2, column::2] = samples * 257 if bits == 16 else samples
-    rgb = to_rgb(_message(mosaic, f"bayer_{pattern}{bits}"))
+    """A mosaic built from the pattern's name (tests/camera_encodings.py) decodes back to the
+    block colours; 16-bit keeps the high byte."""
+    rgb = to_rgb(_message(mosaic(BLOCKS, pattern, bits), f"bayer_{pattern}{bits}"))
     assert rgb.shape == (16, 16, 3) and rgb.dtype == np.uint8
     for block in INSIDE:
         assert np.abs(rgb[block].astype(int) - BLOCKS[block].astype(int)).max() <= 1, (pattern, block)
@@ -201,17 +196,9 @@ def test_bayer_mosaics_decode_to_the_colours_they_were_sampled_from(pattern, bit
 
 @pytest.mark.parametrize("encoding, order", [("yuv422", "UYVY"), ("yuv422_yuy2", "YUYV")])
 def test_yuv422_decodes_to_the_colours_it_was_encoded_from(encoding, order):
-    """Packed here with the BT.601 video-range equations (not OpenCV): two pixels share U and V."""
-    r, g, b = (BLOCKS[..., index].astype(np.float64) for index in range(3))
-    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
-    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
-    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
-    packed = np.zeros((16, 16, 2), np.uint8)
-    luma = np.clip(np.round(y), 0, 255)
-    chroma = np.clip(np.round(np.where(np.arange(16) % 2 == 0, u, v)), 0, 255)  # U on even pixels, V on odd
-    packed[..., 0 if order == "YUYV" else 1] = luma
-    packed[..., 1 if order == "YUYV" else 0] = chroma
-    decoded = to_rgb(_message(packed, encoding))
+    """Packed with the BT.601 video-range equations (tests/camera_encodings.py, not OpenCV): two
+    pixels share U and V."""
+    decoded = to_rgb(_message(yuv422(BLOCKS, order), encoding))
     for block in INSIDE:
         assert np.abs(decoded[block].astype(int) - BLOCKS[block].astype(int)).max() <= 3, block
 

@@ -45,7 +45,7 @@ from segmentation_node.flywheel.logger import FlywheelLogger, FlywheelPolicy
 from segmentation_node.flywheel.pseudo_labels import PseudoLabelPolicy
 from segmentation_node.gate import printable
 from segmentation_node.gate_monitor import GateMonitor
-from segmentation_node.image_codec import ImageError, check_format
+from segmentation_node.image_codec import ImageError, SixteenBitRule
 from segmentation_node.masks import label_image
 from segmentation_node.overlay import OverlayItem, draw_overlay
 from segmentation_node.perception.actionability import ActionabilityConfig, Conditions, Verdict, decide
@@ -58,7 +58,7 @@ from segmentation_node.perception.view_quality import ViewQualityCheck
 from segmentation_node.registry import ModelRegistry, load_registered_model
 from segmentation_node.result_publisher import ResultPublisher
 from segmentation_node.ros.contained import contained
-from segmentation_node.ros.image_conversion import make_converter
+from segmentation_node.ros.image_conversion import TRANSPORTS, camera_input
 from segmentation_node.ros.message_info import Arrived, received_ns, subscribe_with_info
 from segmentation_node.ros.messages import endpoint_qos, image_message, instance_message, nanoseconds, stamp_of
 from segmentation_node.ros.runner import run_node
@@ -88,6 +88,12 @@ class SegmentationNode(LifecycleNode):
         T = ParameterType
         self.declare_parameter("cameras", ["cam_top", "cam_left", "cam_right"], _descriptor(
             T.PARAMETER_STRING_ARRAY, "camera names; each subscribes <name>/image_raw (remap in launch)"))
+        self.declare_parameter("transport", ["raw"], _descriptor(
+            T.PARAMETER_STRING_ARRAY, f"{' or '.join(TRANSPORTS)}: one for every camera, or one per camera in "
+                                      "cameras' order; compressed subscribes <name>/image_raw/compressed"))
+        self.declare_parameter("sixteen_bit", "shift:8", _descriptor(
+            T.PARAMETER_STRING, "16-bit images to 8 bits: shift:N (keep bits N..N+7; 8 = high byte, 4 = 12-bit "
+                                "sensors) or range (per frame, darkest to brightest)"))
         self.declare_parameter("sync_slop_s", DEFAULT_SLOP_S, _descriptor(
             T.PARAMETER_DOUBLE, "largest stamp spread within one frame set", floats=(0.0001, 1.0)))
         self.declare_parameter("sync_queue_size", DEFAULT_QUEUE_SIZE, _descriptor(
@@ -248,6 +254,12 @@ class SegmentationNode(LifecycleNode):
         bad = [c for c in self.cameras if not _CAMERA_NAME.match(c)]
         if not self.cameras or bad or len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"cameras must be unique names like cam_left; got {value('cameras')}")
+        transports = [t.strip() for t in value("transport")]
+        if len(transports) not in (1, len(self.cameras)) or any(t not in TRANSPORTS for t in transports):
+            raise ValueError(f"transport must be {' or '.join(TRANSPORTS)}, once or once per camera "
+                             f"({len(self.cameras)}); got {value('transport')}")
+        self.transports = dict(zip(self.cameras, transports * len(self.cameras) if len(transports) == 1 else transports))
+        self.sixteen_bit = SixteenBitRule(value("sixteen_bit"))
         self.backend_name = value("backend")
         self.commissioning_file = value("commissioning_file")
         self.workcell_frame = value("workcell_frame").strip().lstrip("/")
@@ -302,7 +314,7 @@ class SegmentationNode(LifecycleNode):
         self._calibration = LiveCalibration(self.workcell_frame)
         self._geometry_version = 0
         self._pending_geometry = None  # learned calibration the worker hands the pipeline
-        self._to_rgb = make_converter()
+        self._inputs = {camera: camera_input(self.transports[camera], self.sixteen_bit) for camera in self.cameras}
         self._sync = make_synchronizer(len(self.cameras), self.sync_queue, self.slop_s, self._on_frame_set)
         self._gate_monitor = GateMonitor(self.gate_node, self.gate_timeout_s)
         self._gate_publishers: dict[bytes, str] = {}  # publisher GID -> node, from the ROS graph
@@ -326,11 +338,11 @@ class SegmentationNode(LifecycleNode):
                 pubs["overlay"] = self.create_lifecycle_publisher(
                     Image, f"{camera}/overlay", endpoint_qos(SEGMENTATION_NODE, "{camera}/overlay"))
             self._view_pubs[camera] = pubs
-        image_qos = endpoint_qos(SEGMENTATION_NODE, "{camera}/image_raw")
-        self._io = [subscribe_with_info(self, Image, f"{camera}/image_raw",
+        self._io = [subscribe_with_info(self, self._inputs[camera].message_type,
+                                        f"{camera}/{self._inputs[camera].topic}",
                                         contained(self, f"{camera} image")(
                                             lambda message, info, index=index: self._on_image(index, message, info)),
-                                        image_qos)
+                                        endpoint_qos(SEGMENTATION_NODE, f"{{camera}}/{self._inputs[camera].topic}"))
                     for index, camera in enumerate(self.cameras)]
         camera_info_qos = endpoint_qos(SEGMENTATION_NODE, "{camera}/camera_info")
         self._io += [self.create_subscription(CameraInfo, f"{camera}/camera_info",
@@ -366,12 +378,12 @@ class SegmentationNode(LifecycleNode):
         self._io, self._timers = [], []
 
     # --- callbacks: cheap, never block --------------------------------------------------------------
-    def _on_image(self, index: int, message: Image, info: dict | None) -> None:
+    def _on_image(self, index: int, message, info: dict | None) -> None:  # Image or CompressedImage
         camera = self.cameras[index]
         arrival_ns = received_ns(info)
         stamp_ns = nanoseconds(message.header.stamp)
         with self._stages.time("receive (per image)"):
-            format_problem = check_format(message, self._calibration.image_size(camera)) \
+            format_problem = self._inputs[camera].check(message, self._calibration.image_size(camera)) \
                 or self._calibration.problem(camera)
             problem = self.health[camera].accept(stamp_ns, arrival_ns / 1e9, self.get_clock().now().nanoseconds,
                                                  format_problem)
@@ -551,11 +563,11 @@ class SegmentationNode(LifecycleNode):
         return Conditions(gate.state, gate.epoch, gate.problem, intent, problems, blind)
 
     def _process(self, arrived: tuple[Arrived, ...]) -> None:
-        views = []
-        conversion = time.perf_counter()
+        views, stage_ms = [], {}
         for camera, item in zip(self.cameras, arrived):
+            converting = time.perf_counter()
             try:
-                image = self._to_rgb(item.message)
+                image = self._inputs[camera].to_rgb(item.message, self._calibration.image_size(camera))
             except ImageError as error:
                 self.health[camera].reject(str(error))
                 self.get_logger().error(f"{camera}: {error}", throttle_duration_sec=2.0)
@@ -566,7 +578,10 @@ class SegmentationNode(LifecycleNode):
                 blind = f"view check failed: {error}"
             self.health[camera].report_view(blind)
             views.append(CameraFrame(camera, nanoseconds(item.header.stamp), image, item.header.frame_id))
-        self._stages.add("conversion", (time.perf_counter() - conversion) * 1000.0)
+            stage = self._inputs[camera].stage
+            stage_ms[stage] = stage_ms.get(stage, 0.0) + (time.perf_counter() - converting) * 1000.0
+        for stage, milliseconds in stage_ms.items():
+            self._stages.add(stage, milliseconds)
         decided = self._conditions()
         pipeline_started = time.perf_counter()
         outcome = self._pipeline.process(views, decided)
@@ -593,8 +608,10 @@ class SegmentationNode(LifecycleNode):
         view_images, encoding_s, now_s = [], 0.0, time.time()
         for camera, item in zip(self.cameras, arrived):
             instances = outcome.views.get(camera, [])
-            view = ViewResult(header=item.header, camera_name=camera, height=item.message.height,
-                              width=item.message.width)
+            # The decoded size; a raw image that could not be converted still says its own.
+            height, width = images[camera].shape[:2] if camera in images else \
+                (getattr(item.message, "height", 0), getattr(item.message, "width", 0))
+            view = ViewResult(header=item.header, camera_name=camera, height=height, width=width)
             view.camera_rate_hz = float(self.health[camera].rate_hz(now_s))
             targets = [i for i in instances if i.role is Role.TARGET]
             label_values = {id(instance): value for value, instance in enumerate(targets, start=1)}
@@ -631,7 +648,7 @@ class SegmentationNode(LifecycleNode):
         """(publisher, message) of this view's label, forbidden and overlay images."""
         pubs = self._view_pubs[camera]
         built = []
-        shape = (message.height, message.width)
+        shape = image.shape[:2]
         if "target_labels" in pubs:
             labels = label_image(shape, [target.mask for target in targets])
             forbidden = np.zeros(shape, np.uint8)
