@@ -231,11 +231,19 @@ def render_markdown_table() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Here, not at the top: the parameter table names this module's node names.
+    from segmentation_node.parameters import NODE_PARAMETERS, render_markdown_table as render_parameter_table
+
     parser = argparse.ArgumentParser(
         prog="workcell_contract",
         description="Print the topics, services and QoS of workcell_segmentation's nodes.")
     parser.add_argument("--qos", action="store_true", help="also list the QoS profiles and why each was chosen")
+    parser.add_argument("--parameters", choices=sorted(NODE_PARAMETERS),
+                        help="print that node's parameter table instead (README, Parameters)")
     args = parser.parse_args(argv)
+    if args.parameters:
+        print(render_parameter_table(NODE_PARAMETERS[args.parameters]), end="")
+        return 0
     print(render_markdown_table(), end="")
     if args.qos:
         print()

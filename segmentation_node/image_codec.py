@@ -86,6 +86,7 @@ _ENCODINGS = {
 }
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 CV_BRIDGE_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")  # converted alike by cv_bridge
+TRANSPORTS = ("raw", "compressed")  # image_transport's names: <camera>/image_raw, .../compressed
 # What CompressedImage.format may say (image_transport: "jpeg", or "bgr8; jpeg compressed bgr8").
 COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
 

@@ -3,7 +3,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from segmentation_node import contract
+from segmentation_node.parameters import NODE_PARAMETERS
+from segmentation_node.parameters import render_markdown_table as render_parameter_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -64,3 +68,22 @@ def test_cli_prints_table_and_qos_rationale():
                             capture_output=True, text=True, check=True)
     assert result.stdout.startswith(contract.render_markdown_table())
     assert "transient local" in result.stdout and "late" in result.stdout
+
+
+@pytest.mark.parametrize("node", sorted(NODE_PARAMETERS))
+def test_readme_parameter_tables_are_the_rendered_ones(node):
+    text = README.read_text(encoding="utf-8")
+    begin, end = f"<!-- parameters:{node}:begin -->\n", f"<!-- parameters:{node}:end -->"
+    assert begin in text and end in text
+    assert text.split(begin, 1)[1].split(end, 1)[0] == render_parameter_table(NODE_PARAMETERS[node]), (
+        f"README parameter table of {node} is out of date: paste `workcell_contract --parameters {node}`")
+
+
+def test_every_parameter_has_a_description_and_a_usable_range():
+    for node, specs in NODE_PARAMETERS.items():
+        assert len({spec.name for spec in specs}) == len(specs), node
+        for spec in specs:
+            assert spec.description.strip(), f"{node}.{spec.name}"
+            bounds = spec.integers or spec.floats
+            if bounds:
+                assert bounds[0] <= spec.default <= bounds[1], f"{node}.{spec.name}: default outside its range"

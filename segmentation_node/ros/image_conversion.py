@@ -12,10 +12,9 @@ from typing import Callable
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
-from segmentation_node.image_codec import (CV_BRIDGE_ENCODINGS, HIGH_BYTE, ImageError, SixteenBitRule,
+from segmentation_node.image_codec import (CV_BRIDGE_ENCODINGS, HIGH_BYTE, TRANSPORTS, ImageError, SixteenBitRule,
                                            check_compressed, check_format, decode_compressed, to_rgb)
 
-TRANSPORTS = ("raw", "compressed")
 Size = tuple[int, int] | None  # (rows, columns) the camera is calibrated for; None: not known
 
 

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
 from rclpy.node import Node
 from std_msgs.msg import Header
 
@@ -25,40 +24,22 @@ from segmentation_node import contract
 from segmentation_node.contract import OPERATOR_NODE, CameraStatus, Command, Reason
 from segmentation_node.gate import SYSTEM_OPERATOR, Answer, SafetyGate, printable
 from segmentation_node.gate_journal import GateJournal
+from segmentation_node.parameters import OPERATOR_PARAMETERS
 from segmentation_node.perception.actionability import auto_pause_labels
 from segmentation_node.perception.intent import IntentError, ResolvedIntent, resolve_intent
 from segmentation_node.perception.ontology import load_ontology
 from segmentation_node.ros.contained import contained
 from segmentation_node.ros.messages import active_intent_message, endpoint_qos, gate_message
+from segmentation_node.ros.parameters import declare
 from segmentation_node.ros.runner import run_node
 from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState, OperatorCommand, OperatorIntent
 from workcell_segmentation.srv import GateCommand, SetIntent
-
-DEFAULT_STATE_DIR = Path("~/.ros/workcell_segmentation").expanduser()
 
 
 class OperatorIntentNode(Node):
     def __init__(self, **kwargs):
         super().__init__(OPERATOR_NODE, **kwargs)
-        text = ParameterType.PARAMETER_STRING
-        self.declare_parameter("ontology_file", "", ParameterDescriptor(
-            type=text, read_only=True, description="ontology YAML; empty: the package's config/ontology.yaml"))
-        self.declare_parameter("state_file", str(DEFAULT_STATE_DIR / "gate.json"), ParameterDescriptor(
-            type=text, read_only=True, description="where the gate state survives restarts"))
-        self.declare_parameter("transition_log", str(DEFAULT_STATE_DIR / "gate_transitions.jsonl"),
-                               ParameterDescriptor(type=text, read_only=True,
-                                                   description="append-only log of every gate transition"))
-        # [""] rather than []: an empty list has no type in every rclpy; blank entries are dropped.
-        self.declare_parameter("allowed_operators", [""], ParameterDescriptor(
-            type=ParameterType.PARAMETER_STRING_ARRAY, read_only=True,
-            description="operator ids allowed to RESUME / APPROVE; empty: nobody. Read-only: a restart "
-                        "changes it, and every start records it in the transition log"))
-        self.declare_parameter("initial_intent", "", ParameterDescriptor(
-            type=text, read_only=True, description="intent in force at start-up; empty: none"))
-        self.declare_parameter("heartbeat_period_s", 0.5, ParameterDescriptor(
-            type=ParameterType.PARAMETER_DOUBLE, read_only=True,
-            description="the unchanged gate state is republished this often; subscribers treat a silent "
-                        "gate as lost", floating_point_range=[FloatingPointRange(from_value=0.05, to_value=10.0)]))
+        declare(self, OPERATOR_PARAMETERS)
 
         ontology_file = self.get_parameter("ontology_file").value
         self.ontology = load_ontology(ontology_file or None)  # OntologyError: refuse to start
@@ -234,7 +215,7 @@ class OperatorIntentNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node("operator_intent", __doc__, OperatorIntentNode, args)
+    return run_node("operator_intent", __doc__, OperatorIntentNode, args, OPERATOR_PARAMETERS)
 
 
 if __name__ == "__main__":

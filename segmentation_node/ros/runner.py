@@ -41,6 +41,8 @@ import rclpy
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.utilities import remove_ros_args
 
+from segmentation_node.parameters import ParameterSpec, render_help
+
 try:  # Humble and later
     from rclpy.signals import SignalHandlerOptions
 except ImportError:  # pragma: no cover - older rclpy: no options, rclpy installs its handlers
@@ -76,9 +78,10 @@ class _StopRequest:
         self._previous.clear()
 
 
-def run_node(prog: str, description: str, build: Callable[[], rclpy.node.Node], args=None) -> int:
+def run_node(prog: str, description: str, build: Callable[[], rclpy.node.Node], args=None,
+             parameters: tuple[ParameterSpec, ...] = ()) -> int:
     argv = remove_ros_args(args if args is not None else sys.argv)
-    argparse.ArgumentParser(prog=prog, description=description,
+    argparse.ArgumentParser(prog=prog, description=description, epilog=render_help(parameters) if parameters else None,
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv[1:])
     stop = _StopRequest()
     own_signals = stop.install()  # before rclpy.init: a signal during start-up only sets the flag

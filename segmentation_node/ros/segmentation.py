@@ -1,9 +1,12 @@
 """segmentation node (lifecycle): synchronized camera views in, per-view masks and one
 actionability verdict out.
 
-configure: validates parameters, loads the ontology and commissioning, sets up I/O.
-activate:  builds the backend (model / engines) and starts the worker.
-deactivate / cleanup: stops the worker and frees the backend / tears down I/O.
+configure: validates parameters, loads the ontology; publishers, the gate and intent
+           subscriptions (state: the first results after activate are decided with them).
+activate:  builds the backend (model / engines), starts the worker, subscribes the cameras
+           (images, camera_info, /tf_static) and hard-case reports.
+deactivate: unsubscribes those (an inactive node synchronizes nothing), stops the worker and
+           frees the backend. cleanup: tears down the rest.
 
 Subscription callbacks only convert stamps, check stamp order and hand complete frame sets to
 a worker through a drop-oldest queue: inference never runs in a callback and never delays gate
@@ -30,16 +33,15 @@ from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
-from segmentation_node.backends import BACKENDS, PRECISIONS, BackendSpec
+from segmentation_node.backends import BackendSpec
 from segmentation_node.calibration import LiveCalibration
 from segmentation_node.camera_health import CameraHealth
-from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE, CameraStatus, HardCaseKind, Role
+from segmentation_node.contract import SEGMENTATION_NODE, CameraStatus, HardCaseKind, Role
 from segmentation_node.flywheel.hard_cases import MIS_PICK, OPERATOR_REJECT, HardCasePolicy
 from segmentation_node.flywheel.logger import FlywheelLogger, FlywheelPolicy
 from segmentation_node.flywheel.pseudo_labels import PseudoLabelPolicy
@@ -58,12 +60,14 @@ from segmentation_node.perception.view_quality import ViewQualityCheck
 from segmentation_node.registry import ModelRegistry, load_registered_model
 from segmentation_node.result_publisher import ResultPublisher
 from segmentation_node.ros.contained import contained
-from segmentation_node.ros.image_conversion import TRANSPORTS, camera_input
+from segmentation_node.image_codec import TRANSPORTS
+from segmentation_node.parameters import SEGMENTATION_PARAMETERS
+from segmentation_node.ros.image_conversion import camera_input
 from segmentation_node.ros.message_info import Arrived, received_ns, subscribe_with_info
 from segmentation_node.ros.messages import endpoint_qos, image_message, instance_message, nanoseconds, stamp_of
+from segmentation_node.ros.parameters import declare
 from segmentation_node.ros.runner import run_node
 from segmentation_node.ros.synchronizer import make_synchronizer
-from segmentation_node.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from segmentation_node.stage_timer import StageTimer
 from workcell_segmentation.msg import ActiveIntent, FrameSetResult, GateState, HardCaseReport, ViewResult
 from workcell_segmentation.srv import SwapModel
@@ -73,95 +77,10 @@ _NODE_NAME = re.compile(r"^/?([A-Za-z_][A-Za-z0-9_]*/)*[A-Za-z_][A-Za-z0-9_]*$")
 _HARD_CASE_KINDS = {HardCaseKind.MISPICK: MIS_PICK, HardCaseKind.OPERATOR_REJECT: OPERATOR_REJECT}
 
 
-def _descriptor(kind, description, *, integers=None, floats=None, read_only=False):
-    descriptor = ParameterDescriptor(type=kind, description=description, read_only=read_only)
-    if integers:
-        descriptor.integer_range = [IntegerRange(from_value=integers[0], to_value=integers[1], step=1)]
-    if floats:
-        descriptor.floating_point_range = [FloatingPointRange(from_value=floats[0], to_value=floats[1])]
-    return descriptor
-
-
 class SegmentationNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__(SEGMENTATION_NODE, **kwargs)
-        T = ParameterType
-        self.declare_parameter("cameras", ["cam_top", "cam_left", "cam_right"], _descriptor(
-            T.PARAMETER_STRING_ARRAY, "camera names; each subscribes <name>/image_raw (remap in launch)"))
-        self.declare_parameter("transport", ["raw"], _descriptor(
-            T.PARAMETER_STRING_ARRAY, f"{' or '.join(TRANSPORTS)}: one for every camera, or one per camera in "
-                                      "cameras' order; compressed subscribes <name>/image_raw/compressed"))
-        self.declare_parameter("sixteen_bit", "shift:8", _descriptor(
-            T.PARAMETER_STRING, "16-bit images to 8 bits: shift:N (keep bits N..N+7; 8 = high byte, 4 = 12-bit "
-                                "sensors) or range (per frame, darkest to brightest)"))
-        self.declare_parameter("sync_slop_s", DEFAULT_SLOP_S, _descriptor(
-            T.PARAMETER_DOUBLE, "largest stamp spread within one frame set", floats=(0.0001, 1.0)))
-        self.declare_parameter("sync_queue_size", DEFAULT_QUEUE_SIZE, _descriptor(
-            T.PARAMETER_INTEGER, "images kept per camera while waiting for a set", integers=(1, 100)))
-        self.declare_parameter("stale_after_s", 0.5, _descriptor(
-            T.PARAMETER_DOUBLE, "a camera without images for longer is stale", floats=(0.01, 60.0)))
-        self.declare_parameter("backend", "classical", _descriptor(
-            T.PARAMETER_STRING, f"segmentation backend: {', '.join(BACKENDS)}"))
-        self.declare_parameter("checkpoint", "", _descriptor(
-            T.PARAMETER_STRING, "SAM3 checkpoint path (backend sam3); never downloaded"))
-        self.declare_parameter("commissioning_file", "", _descriptor(
-            T.PARAMETER_STRING, "calibration, empty-cell backgrounds, zones, colour table (workcell_commission)"))
-        self.declare_parameter("workcell_frame", "workcell", _descriptor(
-            T.PARAMETER_STRING, "without commissioning_file: the /tf_static frame camera poses are taken in "
-                                "(z up, parts resting near z = 0)"))
-        self.declare_parameter("ontology_file", "", _descriptor(
-            T.PARAMETER_STRING, "ontology YAML; empty: the package's config/ontology.yaml"))
-        self.declare_parameter("keyframe_interval", 5, _descriptor(
-            T.PARAMETER_INTEGER, "full detection every N frame sets; tracking in between", integers=(1, 1000)))
-        self.declare_parameter("clearance_px", 8, _descriptor(
-            T.PARAMETER_INTEGER, "targets closer than this to a forbidden region are not pickable", integers=(0, 200)))
-        self.declare_parameter("worker_queue", 2, _descriptor(
-            T.PARAMETER_INTEGER, "frame sets waiting for the model; the oldest is dropped", integers=(1, 10)))
-        self.declare_parameter("publish_masks", True, _descriptor(
-            T.PARAMETER_BOOL, "per-view mono16 target label and mono8 forbidden mask images"))
-        self.declare_parameter("publish_overlay", False, _descriptor(
-            T.PARAMETER_BOOL, "per-view rgb8 overlay for rqt_image_view (costs CPU)"))
-        self.declare_parameter("engine_cache", "~/.cache/workcell_segmentation/engines", _descriptor(
-            T.PARAMETER_STRING, "backend sam3_trt: ONNX exports and TensorRT engines, rebuilt only when "
-                                "model, shapes, precision, GPU or TensorRT change"))
-        self.declare_parameter("precision", "fp16", _descriptor(
-            T.PARAMETER_STRING, f"backend sam3_trt: {', '.join(PRECISIONS)}"))
-        self.declare_parameter("calibration_images", "", _descriptor(
-            T.PARAMETER_STRING, "backend sam3_trt, precision int8: a folder of recorded frames"))
-        self.declare_parameter("model_registry", "", _descriptor(
-            T.PARAMETER_STRING, "model registry directory (backend sam3): serves its promoted version; "
-                                "swap_model loads others (workcell_registry)"))
-        self.declare_parameter("model_version", "", _descriptor(
-            T.PARAMETER_STRING, "registry version to start with; empty: the promoted one"))
-        self.declare_parameter("flywheel_dir", "", _descriptor(
-            T.PARAMETER_STRING, "where pseudo-label and hard-case COCO shards go; empty: no data logging"))
-        self.declare_parameter("flywheel_max_gb", 20.0, _descriptor(
-            T.PARAMETER_DOUBLE, "disk budget of the shards; oldest pseudo-labels are deleted first",
-            floats=(0.001, 100000.0)))
-        self.declare_parameter("flywheel_min_score", 0.8, _descriptor(
-            T.PARAMETER_DOUBLE, "pseudo-labels: lowest model score", floats=(0.0, 1.0)))
-        self.declare_parameter("flywheel_stable_frames", 3, _descriptor(
-            T.PARAMETER_INTEGER, "pseudo-labels: frame sets a track must keep its label", integers=(1, 1000)))
-        self.declare_parameter("flywheel_every_n", 10, _descriptor(
-            T.PARAMETER_INTEGER, "pseudo-labels: at most one frame set in N", integers=(1, 100000)))
-        self.declare_parameter("flywheel_clip_frames", 5, _descriptor(
-            T.PARAMETER_INTEGER, "hard cases: frame sets kept before and after the event", integers=(0, 100)))
-        self.declare_parameter("flywheel_frame_sets_per_shard", 50, _descriptor(
-            T.PARAMETER_INTEGER, "pseudo-label frame sets per shard", integers=(1, 100000)))
-        self.declare_parameter("gate_node", OPERATOR_NODE, _descriptor(
-            T.PARAMETER_STRING, "the node whose gate_state is trusted (relative: in this node's namespace); "
-                                "gate_state from any other node makes nothing actionable", read_only=True))
-        self.declare_parameter("gate_timeout_s", 2.0, _descriptor(
-            T.PARAMETER_DOUBLE, "a gate not heard from for longer is lost: nothing is actionable (the gate "
-                                "republishes every heartbeat_period_s)", floats=(0.1, 60.0)))
-        self.declare_parameter("good_images_to_recover", 3, _descriptor(
-            T.PARAMETER_INTEGER, "a camera that sent a bad image (or showed a blind view) stays so until this "
-                                 "many good ones in a row", integers=(1, 1000)))
-        self.declare_parameter("max_future_stamp_s", 1.0, _descriptor(
-            T.PARAMETER_DOUBLE, "images stamped further ahead of this node's clock are bad input",
-            floats=(0.0, 3600.0)))
-        self.declare_parameter("autostart", True, _descriptor(
-            T.PARAMETER_BOOL, "configure and activate at start-up without a lifecycle manager", read_only=True))
+        declare(self, SEGMENTATION_PARAMETERS)
         self._lock = threading.Lock()  # the worker queue and the pending intent
         self._queue: deque = deque()
         self._wake = threading.Condition(self._lock)
@@ -228,10 +147,12 @@ class SegmentationNode(LifecycleNode):
         self._running = True
         self._worker = threading.Thread(target=self._work, name="segmentation-worker", daemon=True)
         self._worker.start()
+        self._subscribe_inputs()
         self.get_logger().info(f"active: {backend.name} ({backend.model_version})")
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._unsubscribe_inputs()
         self._stop_worker()
         self._close_flywheel()
         self._pipeline = None  # frees the model
@@ -315,7 +236,6 @@ class SegmentationNode(LifecycleNode):
         self._geometry_version = 0
         self._pending_geometry = None  # learned calibration the worker hands the pipeline
         self._inputs = {camera: camera_input(self.transports[camera], self.sixteen_bit) for camera in self.cameras}
-        self._sync = make_synchronizer(len(self.cameras), self.sync_queue, self.slop_s, self._on_frame_set)
         self._gate_monitor = GateMonitor(self.gate_node, self.gate_timeout_s)
         self._gate_publishers: dict[bytes, str] = {}  # publisher GID -> node, from the ROS graph
         self._pending_intent = None
@@ -338,36 +258,47 @@ class SegmentationNode(LifecycleNode):
                 pubs["overlay"] = self.create_lifecycle_publisher(
                     Image, f"{camera}/overlay", endpoint_qos(SEGMENTATION_NODE, "{camera}/overlay"))
             self._view_pubs[camera] = pubs
-        self._io = [subscribe_with_info(self, self._inputs[camera].message_type,
-                                        f"{camera}/{self._inputs[camera].topic}",
-                                        contained(self, f"{camera} image")(
-                                            lambda message, info, index=index: self._on_image(index, message, info)),
-                                        endpoint_qos(SEGMENTATION_NODE, f"{{camera}}/{self._inputs[camera].topic}"))
-                    for index, camera in enumerate(self.cameras)]
-        camera_info_qos = endpoint_qos(SEGMENTATION_NODE, "{camera}/camera_info")
-        self._io += [self.create_subscription(CameraInfo, f"{camera}/camera_info",
-                                              contained(self, f"{camera} camera_info")(
-                                                  lambda message, camera=camera: self._on_camera_info(camera, message)),
-                                              camera_info_qos)
-                     for camera in self.cameras]
-        self._io.append(self.create_subscription(TFMessage, "/tf_static", contained(self, "/tf_static")(self._on_tf_static),
-                                                 endpoint_qos(SEGMENTATION_NODE, "/tf_static")))
-        self._io.append(self.create_subscription(ActiveIntent, "active_intent",
-                                                 contained(self, "active intent")(self._on_intent),
-                                                 endpoint_qos(SEGMENTATION_NODE, "active_intent")))
+        self._io = [self.create_subscription(ActiveIntent, "active_intent",
+                                             contained(self, "active intent")(self._on_intent),
+                                             endpoint_qos(SEGMENTATION_NODE, "active_intent"))]
         self._gate_sub = subscribe_with_info(self, GateState, "gate_state",
                                              contained(self, "gate state")(self._on_gate),
                                              endpoint_qos(SEGMENTATION_NODE, "gate_state"))
         self._io.append(self._gate_sub)
-        self._io.append(self.create_subscription(HardCaseReport, "hard_case_report",
-                                                 contained(self, "hard case report")(self._on_hard_case),
-                                                 endpoint_qos(SEGMENTATION_NODE, "hard_case_report")))
         self._swap_service = self.create_service(SwapModel, "swap_model", self._on_swap_model)
         self._timers = [self.create_timer(min(self.stale_after_s, self.gate_timeout_s) / 2,
                                           contained(self, "watchdog")(self._watchdog)),
                         self.create_timer(1.0, contained(self, "diagnostics")(self._publish_diagnostics))]
 
+    def _subscribe_inputs(self) -> None:
+        """Cameras and hard-case reports, while active only; a fresh synchronizer each time."""
+        self._sync = make_synchronizer(len(self.cameras), self.sync_queue, self.slop_s, self._on_frame_set)
+        self._inputs_io = [
+            subscribe_with_info(self, self._inputs[camera].message_type, f"{camera}/{self._inputs[camera].topic}",
+                                contained(self, f"{camera} image")(
+                                    lambda message, info, index=index: self._on_image(index, message, info)),
+                                endpoint_qos(SEGMENTATION_NODE, f"{{camera}}/{self._inputs[camera].topic}"))
+            for index, camera in enumerate(self.cameras)]
+        self._inputs_io += [self.create_subscription(CameraInfo, f"{camera}/camera_info",
+                                                     contained(self, f"{camera} camera_info")(
+                                                         lambda message, camera=camera: self._on_camera_info(camera,
+                                                                                                             message)),
+                                                     endpoint_qos(SEGMENTATION_NODE, "{camera}/camera_info"))
+                            for camera in self.cameras]
+        self._inputs_io += [
+            self.create_subscription(TFMessage, "/tf_static", contained(self, "/tf_static")(self._on_tf_static),
+                                     endpoint_qos(SEGMENTATION_NODE, "/tf_static")),
+            self.create_subscription(HardCaseReport, "hard_case_report",
+                                     contained(self, "hard case report")(self._on_hard_case),
+                                     endpoint_qos(SEGMENTATION_NODE, "hard_case_report"))]
+
+    def _unsubscribe_inputs(self) -> None:
+        for subscription in getattr(self, "_inputs_io", []):
+            self.destroy_subscription(subscription)
+        self._inputs_io = []
+
     def _teardown_io(self) -> None:
+        self._unsubscribe_inputs()
         for subscription in self._io:
             self.destroy_subscription(subscription)
         if getattr(self, "_swap_service", None) is not None:
@@ -720,7 +651,7 @@ class SegmentationNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    return run_node("segmentation", __doc__, SegmentationNode, args)
+    return run_node("segmentation", __doc__, SegmentationNode, args, SEGMENTATION_PARAMETERS)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Parameter files, validation and the lifecycle of the segmentation node (in-process rclpy)."""
 import ast
 import importlib.util
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import yaml
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
+from segmentation_node.parameters import NODE_PARAMETERS
 from segmentation_node.ros.operator_node import OperatorIntentNode
 from segmentation_node.ros.segmentation import SegmentationNode
 from segmentation_node.synthetic.classical_setup import commission, train_classifier
@@ -71,8 +75,71 @@ def test_cpu_profile_configures_and_activates_with_a_commissioning_file(ros, com
         node.destroy_node()
 
 
+def test_declared_parameters_are_the_documented_ones(ros, tmp_path):
+    """The nodes declare exactly the table --help and the README print, with its types and ranges."""
+    operator = OperatorIntentNode(parameter_overrides=[Parameter("state_file", value=str(tmp_path / "g.json")),
+                                                       Parameter("transition_log", value=str(tmp_path / "g.log"))])
+    nodes = {"segmentation": segmentation([]), "operator_intent": operator}
+    try:
+        for name, node in nodes.items():
+            specs = NODE_PARAMETERS[name]
+            # rclpy declares these two on every node
+            declared = set(node._parameters) - {"use_sim_time", "start_type_description_service"}
+            assert declared == {spec.name for spec in specs}, name
+            for spec, described in zip(specs, node.describe_parameters([spec.name for spec in specs])):
+                assert (described.description, described.read_only) == (spec.description, spec.read_only)
+                assert [(r.from_value, r.to_value) for r in described.integer_range or
+                        described.floating_point_range] == ([spec.integers or spec.floats] if
+                                                            spec.integers or spec.floats else [])
+    finally:
+        for node in nodes.values():
+            node.destroy_node()
+
+
+@pytest.mark.parametrize("module, node", [("segmentation_node.ros.segmentation", "segmentation"),
+                                          ("segmentation_node.ros.operator_node", "operator_intent")])
+def test_help_lists_every_parameter(module, node):
+    shown = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    for spec in NODE_PARAMETERS[node]:
+        assert f"\n  {spec.name} " in shown.stdout, spec.name
+
+
+def test_cameras_are_subscribed_while_active_only(ros, commissioning):
+    """An inactive node synchronizes nothing: image, camera_info and /tf_static subscriptions
+    come with activate and go with deactivate; the gate is followed from configure on."""
+    node = segmentation([Parameter("commissioning_file", value=str(commissioning)),
+                         Parameter("transport", value=["compressed", "raw", "raw"])])
+    topics = ("/cam_top/image_raw/compressed", "/cam_left/image_raw", "/cam_right/camera_info", "/tf_static")
+
+    def subscribed(expected: int) -> None:
+        deadline = time.monotonic() + 20
+        while [node.count_subscribers(t) for t in topics] != [expected] * len(topics):
+            assert time.monotonic() < deadline, f"{[node.count_subscribers(t) for t in topics]} != {expected}"
+            rclpy.spin_once(node, timeout_sec=0.05)
+
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        subscribed(0)
+        assert node.count_subscribers("/gate_state") == 1
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        subscribed(1)
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        subscribed(0)
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        subscribed(1)
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    finally:
+        node.destroy_node()
+
+
 @pytest.mark.parametrize("overrides", [
     {"backend": "magic"},
+    {"transport": ["jpeg"]},
+    {"transport": ["raw", "compressed"]},  # neither one for all nor one per camera (3)
+    {"sixteen_bit": "shift:12"},
+    {"workcell_frame": " "},
     {"cameras": ["cam_top", "cam_top"]},
     {"cameras": ["not a name"]},
     {"backend": "classical", "commissioning_file": ""},
