@@ -4,10 +4,12 @@
         cameras:=cam_top,cam_left,cam_right camera_prefix:=/cameras \
         commissioning_file:=/etc/workcell/cell.npz
 
-Arguments: profile (cpu | orin | thor: picks config/<profile>.yaml), config_file (overrides the
-profile's file), cameras, camera_prefix (where the drivers publish <camera>/image_raw),
-backend, checkpoint, commissioning_file, transport (raw | compressed, once or per camera,
-comma-separated), workcell_frame, namespace.
+Arguments (`ros2 launch ... --show-args`; the table is segmentation_node/launch_plan.py):
+profile, config_file, namespace, camera_prefix, cameras, transport, backend, checkpoint,
+model_registry, model_version, precision, commissioning_file, workcell_frame, autostart. An
+empty argument leaves the profile's value. autostart:=false: this file drives the segmentation
+node's lifecycle (configure on start, activate once configured) instead of the node itself.
+operator_intent is respawned if it dies (the gate comes back PAUSED from its state file).
 
 Fast DDS: the nodes get config/fastdds.xml (shared memory sized for 720p images, README
 "Transport") unless FASTDDS_DEFAULT_PROFILES_FILE / FASTRTPS_DEFAULT_PROFILES_FILE is already set.
@@ -17,9 +19,15 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler, SetEnvironmentVariable
+from launch.events import matches_action
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
+
+from segmentation_node.launch_plan import LAUNCH_ARGUMENTS, profile_parameters, segmentation_plan
 
 PACKAGE = "workcell_segmentation"
 FASTDDS_PROFILE = "FASTDDS_DEFAULT_PROFILES_FILE"  # read by Fast DDS 3.x (Kilted and later)
@@ -43,47 +51,35 @@ def _fastdds_profile():
 
 
 def _nodes(context):
-    value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    values = {argument.name: LaunchConfiguration(argument.name).perform(context) for argument in LAUNCH_ARGUMENTS}
     share = get_package_share_directory(PACKAGE)
-    config = value("config_file") or os.path.join(share, "config", f"{value('profile')}.yaml")
-    cameras = [c.strip() for c in value("cameras").split(",") if c.strip()]
-    prefix = value("camera_prefix").rstrip("/")
-    overrides = {"cameras": cameras}
-    for name in ("backend", "checkpoint", "commissioning_file", "workcell_frame"):
-        if value(name):
-            overrides[name] = value(name)
-    if value("transport"):
-        overrides["transport"] = [t.strip() for t in value("transport").split(",")]
-    # The node subscribes relative <camera>/image_raw (or its compressed stream) and camera_info
-    # inside the namespace: point each at its driver.
-    remappings = [(f"{camera}/{topic}", f"{prefix}/{camera}/{topic}")
-                  for camera in cameras for topic in ("image_raw", "image_raw/compressed", "camera_info")]
-    namespace = value("namespace")
-    return [
-        LifecycleNode(package=PACKAGE, executable="segmentation", name="segmentation", namespace=namespace,
-                      parameters=[config, overrides], remappings=remappings, output="screen"),
-        Node(package=PACKAGE, executable="operator_intent", name="operator_intent", namespace=namespace,
-             parameters=[config], output="screen"),
-    ]
+    config = values["config_file"] or os.path.join(share, "config", f"{values['profile']}.yaml")
+    overrides, remappings = segmentation_plan(values, profile_parameters(config))
+    segmentation = LifecycleNode(package=PACKAGE, executable="segmentation", name="segmentation",
+                                 namespace=values["namespace"], parameters=[config, overrides],
+                                 remappings=remappings, output="screen")
+    actions = [segmentation,
+               Node(package=PACKAGE, executable="operator_intent", name="operator_intent",
+                    namespace=values["namespace"], parameters=[config], output="screen",
+                    respawn=True, respawn_delay=1.0)]
+    if not overrides["autostart"]:
+        def change(transition: int) -> EmitEvent:
+            return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(segmentation),
+                                               transition_id=transition))
+
+        # Only configuring -> inactive: an operator's later deactivate must stay deactivated.
+        actions += [RegisterEventHandler(OnStateTransition(target_lifecycle_node=segmentation,
+                                                           start_state="configuring", goal_state="inactive",
+                                                           entities=[change(Transition.TRANSITION_ACTIVATE)])),
+                    change(Transition.TRANSITION_CONFIGURE)]
+    return actions
 
 
 def generate_launch_description():
     return LaunchDescription([
         *_fastdds_profile(),
-        DeclareLaunchArgument("profile", default_value="cpu", choices=["cpu", "orin", "thor"],
-                              description="parameter profile: config/<profile>.yaml"),
-        DeclareLaunchArgument("config_file", default_value="", description="parameter file instead of the profile's"),
-        DeclareLaunchArgument("cameras", default_value="cam_top,cam_left,cam_right",
-                              description="comma-separated camera names"),
-        DeclareLaunchArgument("camera_prefix", default_value="", description="namespace of the camera drivers"),
-        DeclareLaunchArgument("backend", default_value="", description="classical | sam3 | sam3_small (profile's)"),
-        DeclareLaunchArgument("checkpoint", default_value="", description="SAM3 checkpoint file (backend sam3)"),
-        DeclareLaunchArgument("commissioning_file", default_value="",
-                              description="calibration, backgrounds, zones (workcell_commission)"),
-        DeclareLaunchArgument("transport", default_value="",
-                              description="raw | compressed: once for every camera or once per camera (profile's)"),
-        DeclareLaunchArgument("workcell_frame", default_value="",
-                              description="without commissioning_file: the /tf_static frame of camera poses"),
-        DeclareLaunchArgument("namespace", default_value="workcell", description="namespace of both nodes"),
+        *[DeclareLaunchArgument(argument.name, default_value=argument.default, description=argument.description,
+                                **({"choices": list(argument.choices)} if argument.choices else {}))
+          for argument in LAUNCH_ARGUMENTS],
         OpaqueFunction(function=_nodes),
     ])
