@@ -32,8 +32,6 @@ import psutil
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +39,8 @@ sys.path.insert(0, str(REPO))
 
 from segmentation_node.benchmarking import memcpy_ms  # noqa: E402
 from segmentation_node.contract import SEGMENTATION_NODE  # noqa: E402
-from segmentation_node.ros.messages import endpoint_qos, image_message, nanoseconds, stamp_of  # noqa: E402
+from segmentation_node.ros.camera_rig import CameraRig  # noqa: E402
+from segmentation_node.ros.messages import endpoint_qos, image_message, nanoseconds  # noqa: E402
 from segmentation_node.synthetic.classical_setup import commission, train_classifier  # noqa: E402
 from segmentation_node.synthetic.render import render_frame_set  # noqa: E402
 from segmentation_node.synthetic.scene import ClipConfig, generate_clip  # noqa: E402
@@ -51,11 +50,12 @@ from workcell_segmentation.srv import SetIntent  # noqa: E402
 FRAME_SETS = 8  # rendered once, cycled
 
 
-class CameraRig(Node):
+class BenchClient(Node):
+    """The cameras, the intent switches, and what comes back (results, diagnostics)."""
+
     def __init__(self, cameras: list[str]):
         super().__init__("bench_cameras")
-        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.publishers_ = {c: self.create_publisher(Image, f"{c}/image_raw", qos) for c in cameras}
+        self.rig = CameraRig(self, cameras)
         self.latencies_ms: list[float] = []
         self.diagnostics: dict[str, str] = {}
         self.intent_client = self.create_client(SetIntent, "set_intent")
@@ -111,11 +111,11 @@ def run(views: int, width: int, height: int, rate_hz: float, seconds: float, mem
                                  "-p", f"state_file:={folder / 'gate.json'}", "-p", f"transition_log:={folder / 'gate.log'}"],
                                 cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     rclpy.init()
-    rig = CameraRig(cameras)
+    rig = BenchClient(cameras)
     memory_samples = []
     try:
         deadline = time.monotonic() + 120
-        while not all(p.get_subscription_count() for p in rig.publishers_.values()):
+        while not rig.rig.connected():
             if time.monotonic() > deadline or node.poll() is not None:
                 raise RuntimeError("the segmentation node did not come up")
             rclpy.spin_once(rig, timeout_sec=0.05)
@@ -126,10 +126,7 @@ def run(views: int, width: int, height: int, rate_hz: float, seconds: float, mem
         sent = 0
         next_sample = started
         while time.monotonic() < started + seconds:
-            stamp = stamp_of(time.time_ns())
-            for camera, message in zip(cameras, messages[sent % FRAME_SETS]):
-                message.header.stamp = stamp
-                rig.publishers_[camera].publish(message)
+            rig.rig.publish_now(dict(zip(cameras, messages[sent % FRAME_SETS])))
             sent += 1
             rig.poll_intent()
             if sent % int(2 * rate_hz) == 0:

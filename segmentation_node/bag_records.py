@@ -1,14 +1,50 @@
-"""Frame-set results as plain records, and their FrameSetResult messages in rosbag2 files written
-or read with `rosbags` (no ROS install): ground truth of the synthetic recordings, outputs of
-offline runs, and whatever `ros2 bag record` captured from a live node."""
+"""rosbag2 files with `rosbags` (no ROS install): the one reader every tool uses, the type store
+with this package's messages, and frame-set results as plain records with their FrameSetResult
+messages (ground truth of the synthetic recordings, outputs of offline runs, and whatever
+`ros2 bag record` captured from a live node)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
+from rosbags.rosbag2 import Reader
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from segmentation_node.contract import PACKAGE, CameraStatus, Reason, Role, Source
 from segmentation_node.masks import BoxedMask, mask_from_counts
+from segmentation_node.package_files import message_definitions
+
+
+def ros2_typestore():
+    """Kilted's standard types plus this package's messages, from their .msg definitions."""
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    for name, text in message_definitions().items():
+        typestore.register(get_types_from_msg(text, name))
+    return typestore
+
+
+def bag_start_ns(bag: Path) -> int:
+    with Reader(bag) as reader:
+        return reader.start_time
+
+
+def read_messages(bag: Path, topics: Iterable[str], why: str = "", deserialize: bool = True
+                  ) -> Iterator[tuple[int, str, object]]:
+    """(receive time ns, topic, message) of `topics` in bag order, deserialized (or the raw CDR
+    bytes); ValueError naming the topics the recording lacks (`why`: what they are needed for)."""
+    wanted_topics = set(topics)
+    typestore = ros2_typestore() if deserialize else None
+    with Reader(bag) as reader:
+        wanted = [c for c in reader.connections if c.topic in wanted_topics]
+        missing = sorted(wanted_topics - {c.topic for c in wanted})
+        if missing:
+            present = ", ".join(sorted({c.topic for c in reader.connections})) or "nothing"
+            raise ValueError(f"{bag} has no {', '.join(missing)}{f' ({why})' if why else ''}; it has {present}")
+        for connection, timestamp, raw in reader.messages(connections=wanted):
+            message = typestore.deserialize_cdr(raw, connection.msgtype) if deserialize else bytes(raw)
+            yield timestamp, connection.topic, message
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,15 +24,14 @@ from contextlib import closing
 from pathlib import Path
 
 import numpy as np
-from rosbags.rosbag2 import Reader
 
+from segmentation_node.bag_records import bag_start_ns, read_messages
 from segmentation_node.calibration import CameraCalibration, StaticTransforms, Zone
 from segmentation_node.image_codec import to_rgb
 from segmentation_node.perception.classical import BackgroundModel, ColorClassifier
 from segmentation_node.perception.commissioning import CameraCommissioning, Commissioning
 from segmentation_node.perception.tracking import ViewGeometry
 from segmentation_node.regression import recorded_images
-from segmentation_node.synthetic.export import ros2_typestore
 
 TF_STATIC = "/tf_static"
 BACKGROUND_FRAMES = 20  # at most this many images per camera, spread over the empty interval
@@ -56,24 +55,15 @@ class _EvenSample:
 def _calibration_and_transforms(bag: Path, cameras: list[str]) -> tuple[dict[str, CameraCalibration],
                                                                          StaticTransforms, int]:
     """Each camera's first camera_info, every /tf_static transform, the recording's start (ns)."""
-    typestore = ros2_typestore()
     topics = {f"/{camera}/camera_info": camera for camera in cameras}
     infos, transforms = {}, StaticTransforms()
-    with Reader(bag) as reader:
-        present = {c.topic for c in reader.connections}
-        missing = sorted(set(topics) - present) + ([TF_STATIC] if TF_STATIC not in present else [])
-        if missing:
-            raise ValueError(f"{bag} has no {', '.join(missing)} (calibration comes from the recording)")
-        wanted = [c for c in reader.connections if c.topic in topics or c.topic == TF_STATIC]
-        for connection, _, raw in reader.messages(connections=wanted):
-            message = typestore.deserialize_cdr(raw, connection.msgtype)
-            if connection.topic == TF_STATIC:
-                transforms.add(message.transforms)
-            else:
-                infos.setdefault(topics[connection.topic], message)
-        start_ns = reader.start_time
+    for _, topic, message in read_messages(bag, [*topics, TF_STATIC], "calibration comes from the recording"):
+        if topic == TF_STATIC:
+            transforms.add(message.transforms)
+        else:
+            infos.setdefault(topics[topic], message)
     return ({camera: CameraCalibration.from_camera_info(infos[camera], f"/{camera}/camera_info") for camera in cameras},
-            transforms, start_ns)
+            transforms, bag_start_ns(bag))
 
 
 def _empty_cell_images(bag: Path, cameras: list[str], calibration: dict[str, CameraCalibration],

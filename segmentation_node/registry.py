@@ -13,7 +13,6 @@ forced, and says so in the history). Rollback promotes the version promoted befo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -23,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segmentation_node.atomic_io import atomic_write_bytes, fsync_directory
+from segmentation_node.atomic_io import atomic_write_bytes, file_sha256, fsync_directory, fsync_file
 
 MODELS, PROMOTED, MANIFEST, WEIGHTS = "models", "promoted.json", "manifest.json", "weights.pt"
 ACCEPTED, REJECTED, UNEVALUATED = "accepted", "rejected", "unevaluated"
@@ -50,14 +49,6 @@ class ModelEntry:
         return self.path / WEIGHTS
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class ModelRegistry:
     def __init__(self, root: Path | str):
         self.root = Path(root).expanduser()
@@ -77,9 +68,8 @@ class ModelRegistry:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         shutil.copyfile(weights, staging / WEIGHTS)
-        with (staging / WEIGHTS).open("rb") as stream:
-            os.fsync(stream.fileno())
-        manifest = {"version": version, "sha256": sha256_of(staging / WEIGHTS), "created_ns": time.time_ns(),
+        fsync_file(staging / WEIGHTS)
+        manifest = {"version": version, "sha256": file_sha256(staging / WEIGHTS), "created_ns": time.time_ns(),
                     "parent": parent, "verdict": UNEVALUATED, "metrics": {}, "notes": notes}
         atomic_write_bytes(staging / MANIFEST, json.dumps(manifest, indent=1).encode())
         os.rename(staging, final)
@@ -117,7 +107,7 @@ class ModelRegistry:
         entry = self.entry(version)
         if not entry.weights.is_file():
             raise RegistryError(f"{version}: weights file missing ({entry.weights})")
-        actual = sha256_of(entry.weights)
+        actual = file_sha256(entry.weights)
         if actual != entry.sha256:
             raise RegistryError(f"{version}: weights checksum {actual[:12]} does not match the manifest's "
                                 f"{entry.sha256[:12]}; refusing a corrupted or altered model")

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2 import StoragePlugin, Writer
 
 from segmentation_node.backends import BACKENDS, BackendSpec
-from segmentation_node.bag_records import FrameSetRecord, InstanceRecord, ViewRecord, from_message, header_ns, to_message
+from segmentation_node.bag_records import (FrameSetRecord, InstanceRecord, ViewRecord, from_message, header_ns,
+                                           read_messages, ros2_typestore, to_message)
 from segmentation_node.contract import PACKAGE
 from segmentation_node.perception.actionability import Conditions
 from segmentation_node.image_codec import to_rgb
@@ -39,7 +40,6 @@ from segmentation_node.perception.ontology import load_ontology
 from segmentation_node.perception.pipeline import PerceptionPipeline
 from segmentation_node.perception.types import CameraFrame
 from segmentation_node.sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S, ApproximateSync
-from segmentation_node.synthetic.export import ros2_typestore
 
 RESULT_TOPIC = "/frame_set"
 
@@ -48,14 +48,8 @@ def recorded_images(bag: Path, cameras: list[str]) -> Iterator[tuple[int, str, o
     """(receive time ns, camera, rosbags Image) of the recording's camera topics, in bag order;
     ValueError naming a camera topic the recording lacks."""
     topics = {f"/{camera}/image_raw": camera for camera in cameras}
-    typestore = ros2_typestore()
-    with Reader(bag) as reader:
-        wanted = [c for c in reader.connections if c.topic in topics]
-        missing = set(topics) - {c.topic for c in wanted}
-        if missing:
-            raise ValueError(f"{bag} has no {', '.join(sorted(missing))}")
-        for connection, timestamp, raw in reader.messages(connections=wanted):
-            yield timestamp, topics[connection.topic], typestore.deserialize_cdr(raw, connection.msgtype)
+    for timestamp, topic, message in read_messages(bag, topics, "the cameras"):
+        yield timestamp, topics[topic], message
 
 
 def synchronized(recorded: Iterable[tuple[int, str, object]], cameras: list[str], slop_s: float = DEFAULT_SLOP_S,
@@ -124,13 +118,7 @@ def write_records(records: list[FrameSetRecord], out: Path, topic: str = RESULT_
 
 
 def read_records(bag: Path, topic: str = RESULT_TOPIC) -> list[FrameSetRecord]:
-    typestore = ros2_typestore()
-    with Reader(bag) as reader:
-        wanted = [c for c in reader.connections if c.topic == topic]
-        if not wanted:
-            raise ValueError(f"{bag} has no topic {topic}; it has {', '.join(c.topic for c in reader.connections)}")
-        return [from_message(typestore.deserialize_cdr(raw, connection.msgtype))
-                for connection, _, raw in reader.messages(connections=wanted)]
+    return [from_message(message) for _, _, message in read_messages(bag, [topic], "frame-set results")]
 
 
 @dataclass

@@ -16,7 +16,7 @@ from segmentation_node.perception.types import CameraFrame, Prompt
 from segmentation_node.sam3_backend.backend import Sam3Backend
 from segmentation_node.sam3_backend.builder import build_small_sam3
 from segmentation_node.sam3_backend.device import cpu_redirect
-from segmentation_node.sam3_backend.engine_cache import file_sha256
+from segmentation_node.atomic_io import file_sha256
 from segmentation_node.sam3_backend.onnx_export import (OPSET, BackboneStage, ExportConfig,
                                                         ExportError, OnnxRuntimeStage,
                                                         check_parity, ensure_exported,

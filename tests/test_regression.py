@@ -63,7 +63,7 @@ def test_cli_record_and_compare(cell, tmp_path, capsys):
     assert main(["compare", str(golden), str(out)]) == 0
     assert "PASS: 8 frame sets compared" in capsys.readouterr().out
     assert main(["compare", str(golden), str(bag)]) == 2  # a recording has no results topic
-    assert "has no topic /frame_set" in capsys.readouterr().err
+    assert "has no /frame_set (frame-set results)" in capsys.readouterr().err
 
 
 def _write_two_camera_bag(path, offsets_ns, frames=6, period_ns=66_666_666):

@@ -11,7 +11,8 @@ from rosbags.rosbag2 import Reader
 
 from segmentation_node.masks import mask_from_counts
 from segmentation_node.synthetic.cli import main as synth_main
-from segmentation_node.synthetic.export import GROUND_TRUTH_TOPIC, export_clip, ros2_typestore
+from segmentation_node.bag_records import ros2_typestore
+from segmentation_node.synthetic.export import GROUND_TRUTH_TOPIC, export_clip
 from segmentation_node.synthetic.render import render_frame_set
 from segmentation_node.synthetic.scene import ClipConfig, generate_clip
 

@@ -29,12 +29,11 @@ import cv2
 import numpy as np
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
-from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import Image
 
 from segmentation_node.atomic_io import atomic_write_bytes
+from segmentation_node.bag_records import read_messages
 from segmentation_node.contract import SEGMENTATION_NODE, CameraStatus, Command, Reason, Role
 from segmentation_node.contract import GateState as State
 from segmentation_node.demo import (
@@ -42,7 +41,8 @@ from segmentation_node.demo import (
     default_cache_dir, scene_key)
 from segmentation_node.image_codec import view
 from segmentation_node.planner_guard import GuardDecision
-from segmentation_node.ros.messages import endpoint_qos, nanoseconds, stamp_of
+from segmentation_node.ros.camera_rig import CameraRig
+from segmentation_node.ros.messages import endpoint_qos, nanoseconds
 from segmentation_node.ros.planner_guard import GuardedResults
 from segmentation_node.ros.services import call
 from segmentation_node.synthetic.classical_setup import commission
@@ -83,8 +83,7 @@ class DemoCell(Node):
                  log: Log):
         super().__init__("workcell_demo")
         self.cameras, self.period_s, self.processes, self.logs, self.log = cameras, period_s, processes, logs, log
-        reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.camera_pubs = {c: self.create_publisher(Image, f"{c}/image_raw", reliable) for c in cameras}
+        self.rig = CameraRig(self, cameras)
         self.showing: dict[str, Image] = {}
         self.shown_since_ns: int | None = None  # stamp of the first publication of `showing`
         self.next_publish_s = 0.0
@@ -119,10 +118,7 @@ class DemoCell(Node):
         if not self.showing or time.monotonic() < self.next_publish_s:
             return
         self.next_publish_s = time.monotonic() + self.period_s
-        stamp = time.time_ns()
-        for camera, message in self.showing.items():
-            message.header.stamp = stamp_of(stamp)
-            self.camera_pubs[camera].publish(message)
+        stamp = self.rig.publish_now(self.showing)
         if self.shown_since_ns is None:
             self.shown_since_ns = stamp
 
@@ -208,10 +204,9 @@ class DemoCell(Node):
 def recorded_frame_sets(bag: Path, cameras: list[str]) -> list[dict[str, bytes]]:
     """The camera images of the recording, grouped into frame sets by stamp (raw CDR)."""
     sets: dict[int, dict[str, bytes]] = {}
-    with Reader(bag) as reader:
-        wanted = [c for c in reader.connections if c.topic in {f"/{cam}/image_raw" for cam in cameras}]
-        for connection, timestamp, raw in reader.messages(connections=wanted):
-            sets.setdefault(timestamp, {})[connection.topic.split("/")[1]] = raw
+    for timestamp, topic, raw in read_messages(bag, [f"/{camera}/image_raw" for camera in cameras], "the cameras",
+                                               deserialize=False):
+        sets.setdefault(timestamp, {})[topic.split("/")[1]] = raw
     return [sets[stamp] for stamp in sorted(sets)]
 
 
@@ -239,7 +234,7 @@ def run(out: Path, cache: Path, rate_factor: float, quiet: bool, config: ClipCon
     cell = DemoCell(cameras, 1.0 / (config.rate_hz * rate_factor), nodes, out / "logs", log)
     try:
         frame_sets = recorded_frame_sets(scene_dir / "bag", cameras)
-        cell.stream_until(lambda: all(p.get_subscription_count() for p in cell.camera_pubs.values()),
+        cell.stream_until(cell.rig.connected,
                           "segmentation node subscribing to the cameras", NODES_UP_TIMEOUT_S)
         log.say(f"replaying {len(frame_sets)} frame sets of {len(cameras)} cameras at "
                 f"{config.rate_hz * rate_factor:g} Hz into the segmentation node")

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -25,6 +24,7 @@ from segmentation_node.contract import OPERATOR_NODE, SEGMENTATION_NODE
 from segmentation_node.perception.intent import resolve_intent
 from segmentation_node.perception.ontology import load_ontology
 from segmentation_node.regression import frame_set_stamp, recorded_images, synchronized
+from segmentation_node.ros.camera_rig import CameraRig
 from segmentation_node.ros.messages import endpoint_qos, nanoseconds
 from segmentation_node.ros.stand_in_gate import publish_stand_in_gate
 from workcell_segmentation.msg import ActiveIntent, FrameSetResult
@@ -51,9 +51,7 @@ class BagReplayer(Node):
         super().__init__("regression_replay", namespace=namespace)
         ontology = load_ontology()
         resolve_intent(intent_text, ontology)  # refuse a bad intent here, not silently in the node
-        # Reliable towards the node: large images lose fragments best effort on a busy loopback.
-        image_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.cameras = {camera: self.create_publisher(Image, f"{camera}/image_raw", image_qos) for camera in cameras}
+        self.rig = CameraRig(self, cameras)
         self.results: dict[int, FrameSetResult] = {}
         self.create_subscription(FrameSetResult, "frame_set", self._on_result,
                                  endpoint_qos(SEGMENTATION_NODE, "frame_set"))
@@ -69,9 +67,9 @@ class BagReplayer(Node):
 
     def wait_for_node(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while not all(p.get_subscription_count() for p in self.cameras.values()):
+        while not self.rig.connected():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no segmentation node subscribes to {', '.join(self.cameras)} within "
+                raise TimeoutError(f"no segmentation node subscribes to {', '.join(self.rig.publishers)} within "
                                    f"{timeout_s:g} s (namespace / remapping?)")
             rclpy.spin_once(self, timeout_sec=0.05)
         settle = time.monotonic() + 1.0  # latched gate and intent reach the node
@@ -87,9 +85,9 @@ class BagReplayer(Node):
             due = started + (timestamp - first) / 1e9 / rate
             while (left := due - time.monotonic()) > 0:
                 rclpy.spin_once(self, timeout_sec=min(left, 0.01))
-            self.cameras[camera].publish(_image(recorded))
+            self.rig.publish(camera, _image(recorded))
         # The frame sets the node can make: the same synchronizer over the same images.
-        frame_sets = [frame_set_stamp(s) for s in synchronized(images, list(self.cameras))]
+        frame_sets = [frame_set_stamp(s) for s in synchronized(images, list(self.rig.publishers))]
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline and not all(stamp in self.results for stamp in frame_sets):
             rclpy.spin_once(self, timeout_sec=0.05)

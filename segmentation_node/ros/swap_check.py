@@ -11,14 +11,13 @@ from pathlib import Path
 
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from segmentation_node.contract import SEGMENTATION_NODE
 from segmentation_node.contract import GateState as State
 from segmentation_node.registry import ModelRegistry
-from segmentation_node.ros.messages import endpoint_qos, image_message, stamp_of
+from segmentation_node.ros.camera_rig import CameraRig
+from segmentation_node.ros.messages import endpoint_qos, image_message
 from segmentation_node.ros.services import call
 from segmentation_node.ros.stand_in_gate import publish_stand_in_gate
 from segmentation_node.synthetic.render import render_frame_set
@@ -36,8 +35,7 @@ class _Cell(Node):
         self.cameras = [camera.name for camera in clip.cameras]
         self.frame_sets = [[image_message(Header(frame_id=r.camera.frame_id), r.image, "rgb8")
                             for r in render_frame_set(clip, i)] for i in range(min(4, config.frames))]
-        qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
-        self.publishers_ = {c: self.create_publisher(Image, f"{c}/image_raw", qos) for c in self.cameras}
+        self.rig = CameraRig(self, self.cameras, depth=2)
         self.results: list[FrameSetResult] = []
         self.create_subscription(FrameSetResult, "frame_set", self.results.append,
                                  endpoint_qos(SEGMENTATION_NODE, "frame_set"))
@@ -49,10 +47,7 @@ class _Cell(Node):
         deadline = time.monotonic() + TIMEOUT_S
         seen = len(self.results)
         while time.monotonic() < deadline:
-            stamp = stamp_of(time.time_ns())
-            for camera, message in zip(self.cameras, self.frame_sets[self._sent % len(self.frame_sets)]):
-                message.header.stamp = stamp
-                self.publishers_[camera].publish(message)
+            self.rig.publish_now(dict(zip(self.cameras, self.frame_sets[self._sent % len(self.frame_sets)])))
             self._sent += 1
             until = time.monotonic() + 0.5
             while time.monotonic() < until:

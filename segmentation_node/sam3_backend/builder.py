@@ -8,7 +8,6 @@ downloaded.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from segmentation_node.atomic_io import file_sha256
 from segmentation_node.sam3_backend.device import cpu_redirect, default_device
 
 D_MODEL = 256  # fixed across sam3's private helpers (scoring, heads, geometry encoder)
@@ -90,7 +90,7 @@ def build_sam3(checkpoint: Path | str, device: torch.device | str | None = None)
                                 "downloaded; pass the path of a local sam3.pt)")
     if checkpoint.stat().st_size == 0:
         raise ValueError(f"SAM3 checkpoint is empty: {checkpoint}")
-    version = f"sam3-{checkpoint.name}-{_sha256_prefix(checkpoint)}"
+    version = f"sam3-{checkpoint.name}-{file_sha256(checkpoint)[:12]}"
     return _build_full(str(checkpoint), version, seed=0, device=device)
 
 
@@ -123,14 +123,6 @@ def _finish(detector: nn.Module, tracker: nn.Module, image_size: int, version: s
     detector.to(device).eval()
     tracker.to(device).eval()
     return Sam3Model(detector, tracker, image_size, version, device)
-
-
-def _sha256_prefix(path: Path, length: int = 12) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
 
 
 def _init_text_encoder_placeholders(detector: nn.Module) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
-from segmentation_node.atomic_io import fsync_directory
+from segmentation_node.atomic_io import file_sha256, fsync_directory, write_synced
 
 PRECISIONS = ("fp32", "fp16", "int8", "fp8")
 PLAN_FILE = "engine.plan"
@@ -106,11 +106,11 @@ class EngineCache:
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
         try:
-            _write_synced(staging / PLAN_FILE, plan)
+            write_synced(staging / PLAN_FILE, plan)
             record = {"format": KEY_FORMAT, "key": key.to_json(), "digest": key.digest(),
                       "plan_bytes": len(plan), "plan_sha256": hashlib.sha256(plan).hexdigest(),
                       "created": time.time()}
-            _write_synced(staging / KEY_FILE, (json.dumps(record, indent=2) + "\n").encode())
+            write_synced(staging / KEY_FILE, (json.dumps(record, indent=2) + "\n").encode())
             fsync_directory(staging)
             if final.exists() and self.lookup(key) is None:
                 _remove_aside(final)  # torn or corrupt
@@ -193,23 +193,8 @@ def _short(value: object) -> str:
     return str(value)
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def _remove_aside(path: Path) -> None:
     """Rename first (atomic), delete after: readers never see a partly deleted entry."""
     aside = Path(tempfile.mkdtemp(prefix=".old-", dir=path.parent))
     os.rename(path, aside / path.name)
     shutil.rmtree(aside, ignore_errors=True)
-
-
-def file_sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -43,10 +43,9 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from segmentation_node.atomic_io import atomic_write_bytes, fsync_directory
+from segmentation_node.atomic_io import atomic_write_bytes, file_sha256, fsync_directory, fsync_file
 from segmentation_node.sam3_backend.builder import PATCH_SIZE, Sam3Model
 from segmentation_node.sam3_backend.device import cpu_redirect
-from segmentation_node.sam3_backend.engine_cache import file_sha256
 from segmentation_node.sam3_backend.predictor import run_grounding
 
 OPSET = 18
@@ -228,7 +227,7 @@ def export_stage(model: Sam3Model, config: ExportConfig, stage: str, out_dir: Pa
         program.save(str(staging / onnx_name), external_data=external_data)
         hashes = {}
         for path in staging.iterdir():
-            _fsync_file(path)
+            fsync_file(path)
             hashes[path.name] = file_sha256(path)
         sidecar = {
             "format": SIDECAR_FORMAT, "stage": stage, "opset": OPSET,
@@ -439,11 +438,6 @@ def _quiet_exporter() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from segmentation_node.sam3_backend.engine_cache import (PRECISIONS, EngineCache, EngineKey,
-                                                         file_sha256)
+from segmentation_node.atomic_io import file_sha256
+from segmentation_node.sam3_backend.engine_cache import PRECISIONS, EngineCache, EngineKey
 from segmentation_node.sam3_backend.onnx_export import (STAGE_NAMES, ExportedStage, ExportError,
                                                         load_exported)
 from segmentation_node.sam3_backend.predictor import preprocess_image

@@ -15,14 +15,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from tqdm import tqdm
 
 from segmentation_node import __version__
 from segmentation_node.atomic_io import atomic_write_bytes
-from segmentation_node.bag_records import FrameSetRecord, InstanceRecord, ViewRecord, to_message
+from segmentation_node.bag_records import FrameSetRecord, InstanceRecord, ViewRecord, ros2_typestore, to_message
 from segmentation_node.contract import PACKAGE
-from segmentation_node.package_files import message_definitions
 from segmentation_node.masks import BoxedMask, coco_mask_fields
 from segmentation_node.synthetic.camera import PinholeCamera
 from segmentation_node.synthetic.render import ViewRender, render_frame_set
@@ -44,14 +42,6 @@ def camera_info_topic(camera: PinholeCamera) -> str:
 
 def instance_ids_topic(camera: PinholeCamera) -> str:
     return f"/ground_truth/{camera.name}/instance_ids"
-
-
-def ros2_typestore():
-    """Kilted's standard types plus this package's messages, from their .msg definitions."""
-    typestore = get_typestore(Stores.ROS2_KILTED)
-    for name, text in message_definitions().items():
-        typestore.register(get_types_from_msg(text, name))
-    return typestore
 
 
 class CocoWriter:
