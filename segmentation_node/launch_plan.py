@@ -88,5 +88,6 @@ def render_markdown_table() -> str:
     rows = ["| argument | default | what |", "|---|---|---|"]
     for argument in LAUNCH_ARGUMENTS:
         choices = f" ({' / '.join(argument.choices)})" if argument.choices else ""
-        rows.append(f"| `{argument.name}` | `{argument.default or chr(34) * 2}` | {argument.description}{choices} |")
+        what = f"{argument.description}{choices}".replace("|", "\\|")  # a pipe would end the cell
+        rows.append(f"| `{argument.name}` | `{argument.default or chr(34) * 2}` | {what} |")
     return "\n".join(rows) + "\n"

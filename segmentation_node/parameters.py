@@ -58,7 +58,7 @@ SEGMENTATION_PARAMETERS: tuple[ParameterSpec, ...] = (
                   "backend sam3_trt: ONNX exports and TensorRT engines, rebuilt only when model, shapes, "
                   "precision, GPU or TensorRT change"),
     ParameterSpec("precision", "fp16", f"backend sam3_trt: {', '.join(PRECISIONS)}"),
-    ParameterSpec("calibration_images", "", "backend sam3_trt, precision int8: a folder of recorded frames"),
+    ParameterSpec("calibration_images", "", "backend sam3_trt, precision int8 or fp8: a folder of recorded frames to calibrate on"),
     ParameterSpec("model_registry", "", "model registry directory (backend sam3): serves its promoted version; "
                                         "swap_model loads others (workcell_registry)"),
     ParameterSpec("model_version", "", "registry version to start with; empty: the promoted one"),

@@ -19,9 +19,10 @@ from segmentation_node.sam3_backend.engine_cache import EngineCache
 from segmentation_node.sam3_backend.onnx_export import ExportConfig, export_stage
 from segmentation_node.sam3_backend.predictor import preprocess_image
 from segmentation_node.sam3_backend.trt_backend import build_trt_backend
-from segmentation_node.sam3_backend.trt_engine import (TensorRtUnavailable, calibration_batches,
-                                                       calibration_digest, calibration_files,
-                                                       main, stage_precision)
+from segmentation_node.sam3_backend.onnx_precision import TOLERANCES, PrecisionError, stage_precision
+from segmentation_node.sam3_backend.trt_engine import (GpuIdentity, TensorRtUnavailable, builder_flags,
+                                                       calibration_batches, calibration_digest, calibration_files,
+                                                       engine_key, main, precision_model, strongly_typed)
 from segmentation_node.synthetic.render import render_frame_set
 from segmentation_node.synthetic.scene import ClipConfig, generate_clip
 
@@ -129,12 +130,21 @@ def test_calibration_data_is_preprocessed_like_the_predictor(recorded_frames, cl
         calibration_files(recorded_frames / "missing")
 
 
-def test_int8_calibrates_the_backbone_only():
-    assert stage_precision("backbone", "int8") == "int8"
-    assert stage_precision("detector", "int8") == "fp16"
-    assert stage_precision("detector", "fp8") == "fp8"
+def test_quantized_precisions_calibrate_the_backbone_only():
+    assert stage_precision("backbone", "int8") == "int8" and stage_precision("backbone", "fp8") == "fp8"
+    assert stage_precision("detector", "int8") == "fp16" and stage_precision("detector", "fp8") == "fp16"
+    assert stage_precision("detector", "fp32") == "fp32"
     with pytest.raises(ValueError, match="precision must be one of"):
         stage_precision("backbone", "bf16")
+
+
+@pytest.mark.parametrize("major, precision, flags", [
+    (10, "fp32", ()), (10, "fp16", ("FP16",)), (10, "int8", ("FP16", "INT8")), (10, "fp8", ("FP16", "FP8")),
+    (11, "fp16", ()), (11, "int8", ()), (11, "fp8", ()),
+])
+def test_tensorrt_11_builds_strongly_typed_and_10_gets_the_deprecated_flags(major, precision, flags):
+    assert strongly_typed(major) is (major >= 11)
+    assert builder_flags(major, precision) == flags
 
 
 # ---- with TensorRT and a CUDA GPU -------------------------------------------------------------
@@ -188,3 +198,103 @@ def test_int8_engine_from_recorded_frames(tmp_path, recorded_frames, clip):
     [entry] = EngineCache(tmp_path).entries("backbone")
     assert entry.key.precision == "int8" and dict(entry.key.builder_options)["calibration_sha256"]
     assert all(backend.process(frames(clip, 0), PROMPTS, keyframe=True))
+
+
+# ---- precision in the ONNX (CPU, onnxruntime) ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def stage_exports(tmp_path_factory):
+    """Backbone and detector of the small model, 2 views: what the engines are built from."""
+    model = build_small_sam3(image_size=IMAGE_SIZE, seed=0)
+    out = tmp_path_factory.mktemp("precision_onnx")
+    return {stage: export_stage(model, ExportConfig(views=2, image_size=IMAGE_SIZE, prompts=2), stage, out)
+            for stage in ("backbone", "detector")}
+
+
+def _initializer_types(path) -> set[int]:
+    import onnx
+    return {tensor.data_type for tensor in onnx.load(str(path)).graph.initializer}
+
+
+def _zero_point_types(path) -> set[int]:
+    """Element types of the Q/DQ nodes' zero points: what the quantized tensors are."""
+    import onnx
+    graph = onnx.load(str(path)).graph
+    types = {tensor.name: tensor.data_type for tensor in graph.initializer}
+    return {types[node.input[2]] for node in graph.node
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2}
+
+
+@pytest.mark.parametrize("precision, element", [("int8", "INT8"), ("fp8", "FLOAT8E4M3FN")])
+def test_quantized_onnx_has_real_qdq_nodes_close_to_fp32(stage_exports, recorded_frames, tmp_path, precision,
+                                                         element, capsys):
+    import onnx
+    converted, digest = precision_model(stage_exports["backbone"], precision, tmp_path, recorded_frames)
+    assert digest == calibration_digest(calibration_files(recorded_frames))
+    assert _zero_point_types(converted.path) == {getattr(onnx.TensorProto, element)}
+    assert max(converted.errors.values()) <= TOLERANCES[precision]
+    with capsys.disabled():
+        print(f"\n{converted.report()}")
+    # The other stages have no image inputs to calibrate on: fp16.
+    detector, _ = precision_model(stage_exports["detector"], precision, tmp_path, recorded_frames)
+    assert detector.precision == "fp16" and _zero_point_types(detector.path) == set()
+
+
+def test_fp16_onnx_keeps_float32_io_and_is_close_to_fp32(stage_exports, tmp_path, capsys):
+    import onnx
+    for stage, exported in stage_exports.items():
+        converted, digest = precision_model(exported, "fp16", tmp_path, None)
+        assert digest is None and onnx.TensorProto.FLOAT16 in _initializer_types(converted.path)
+        model = onnx.load(str(converted.path))
+        io_types = {v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
+        assert onnx.TensorProto.FLOAT16 not in io_types, "the runners feed and read float32"
+        assert max(converted.errors.values()) <= TOLERANCES["fp16"]
+        with capsys.disabled():
+            print(f"\n{converted.report()}")
+
+
+def test_converted_onnx_is_reused_and_keyed_by_export_and_calibration(stage_exports, recorded_frames, tmp_path):
+    exported = stage_exports["backbone"]
+    first, _ = precision_model(exported, "int8", tmp_path, recorded_frames)
+    stamp = first.path.stat().st_mtime_ns
+    again, _ = precision_model(exported, "int8", tmp_path, recorded_frames)
+    assert again.path == first.path and again.path.stat().st_mtime_ns == stamp and again.sha256 == first.sha256
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for path in calibration_files(recorded_frames)[:4]:
+        (fewer / path.name).write_bytes(path.read_bytes())
+    other, _ = precision_model(exported, "int8", tmp_path, fewer)
+    assert other.path != first.path
+
+
+def test_a_conversion_too_far_from_fp32_is_refused_with_the_numbers(stage_exports, recorded_frames, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.setitem(TOLERANCES, "int8", 1e-9)
+    with pytest.raises(PrecisionError, match=r"refused: backbone int8 .*max relative difference to fp32 "):
+        precision_model(stage_exports["backbone"], "int8", tmp_path, recorded_frames)
+    assert not list((tmp_path / "backbone").glob("int8-*")), "nothing kept of a refused conversion"
+
+
+def test_engine_key_says_how_precision_was_applied(stage_exports, recorded_frames, tmp_path):
+    exported = stage_exports["backbone"]
+    gpu = GpuIdentity("NVIDIA Jetson AGX Orin", "8.7")
+    fp16, _ = precision_model(exported, "fp16", tmp_path, None)
+    int8, digest = precision_model(exported, "int8", tmp_path, recorded_frames)
+    keys = {"fp16 trt10": engine_key(exported, fp16, gpu, "10.3.0", 4096, None),
+            "int8 trt10": engine_key(exported, int8, gpu, "10.3.0", 4096, digest),
+            "int8 trt11": engine_key(exported, int8, gpu, "11.4.0", 4096, digest)}
+    assert len({key.digest() for key in keys.values()}) == 3
+    options = {name: dict(key.builder_options) for name, key in keys.items()}
+    assert options["int8 trt10"]["network"] == "flags FP16,INT8"
+    assert options["int8 trt11"]["network"] == "strongly typed"
+    assert "Q/DQ" in options["int8 trt10"]["precision_method"]
+    assert keys["int8 trt10"].onnx_sha256 == int8.sha256 != exported.model_sha256
+
+
+def test_onnx_only_cli_applies_and_checks_precision_without_tensorrt(small_export, recorded_frames, tmp_path,
+                                                                     capsys):
+    assert main(["--onnx-dir", str(small_export), "--cache", str(tmp_path), "--precision", "int8",
+                 "--calibration-images", str(recorded_frames), "--onnx-only"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("backbone int8 (int8 Q/DQ") and "max relative difference to fp32" in printed, printed
+    assert (tmp_path / "precision" / "backbone").is_dir()

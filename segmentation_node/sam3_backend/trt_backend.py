@@ -27,8 +27,8 @@ from segmentation_node.sam3_backend.engine_cache import EngineCache
 from segmentation_node.sam3_backend.onnx_export import (BackboneStage, DetectorStage, ExportConfig,
                                                         ExportedStage, ensure_exported)
 from segmentation_node.sam3_backend.predictor import run_grounding
-from segmentation_node.sam3_backend.trt_engine import (ensure_engine, import_tensorrt,
-                                                       require_tensorrt_and_gpu, stage_precision)
+from segmentation_node.sam3_backend.onnx_precision import stage_precision
+from segmentation_node.sam3_backend.trt_engine import ensure_engine, import_tensorrt, require_tensorrt_and_gpu
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,13 @@
 """Build TensorRT engines from the ONNX exports (onnx_export.py), through the engine cache:
-a build happens only when the engine key (ONNX, GPU, TensorRT version, precision, shapes,
-builder options) changes, and the log says why.
+a build happens only when the engine key (ONNX, GPU, TensorRT version, precision and how it
+was applied, shapes, builder options) changes, and the log says why.
 
-Precisions: fp16 (default; fp32 where TensorRT finds it faster or needs it), fp32, int8 (entropy
-calibration on recorded frames: a folder of images or a COCO folder with images/; only the
-backbone takes images, so other stages build in fp16), fp8 (TensorRT >= 8.6 and compute
-capability >= 8.9; FP8 kernels run only where the ONNX carries Q/DQ nodes, e.g. from NVIDIA
-ModelOpt: a plain export builds as fp16).
+Precision is put into the ONNX first (onnx_precision.py: fp16 converted, int8 / fp8 Q/DQ nodes
+calibrated on recorded frames, each checked against fp32 with onnxruntime), so TensorRT 10 and
+11 build from the same file: TensorRT 11 parses it into a strongly typed network (it has no
+precision flags); TensorRT 10 gets the deprecated builder flags that let it use those types.
+fp8 needs compute capability >= 8.9. `--onnx-only` applies and checks the precision without
+TensorRT or a GPU.
 
 tensorrt is imported inside functions: this module loads, and fails clearly, without it.
 """
@@ -27,12 +28,15 @@ from segmentation_node.atomic_io import file_sha256
 from segmentation_node.sam3_backend.engine_cache import PRECISIONS, EngineCache, EngineKey
 from segmentation_node.sam3_backend.onnx_export import (STAGE_NAMES, ExportedStage, ExportError,
                                                         load_exported)
+from segmentation_node.sam3_backend.onnx_precision import (QUANTIZED, PrecisionModel, apply_precision,
+                                                           stage_precision)
 from segmentation_node.sam3_backend.predictor import preprocess_image
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE_MIB = 4096
 CALIBRATED_STAGE = "backbone"  # the only stage whose inputs are images
+PRECISION_DIR = "precision"  # in the engine cache: the precision-converted ONNX files
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FP8_MIN_CAPABILITY = (8, 9)  # Ada and Hopper
 
@@ -70,11 +74,21 @@ def require_tensorrt_and_gpu():
     return import_tensorrt(), require_cuda_gpu()
 
 
-def stage_precision(stage: str, precision: str) -> str:
-    """The precision a stage is built in: int8 calibration needs image inputs."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
-    return "fp16" if precision == "int8" and stage != CALIBRATED_STAGE else precision
+def tensorrt_major(trt) -> int:
+    return int(trt.__version__.split(".")[0])
+
+
+def strongly_typed(major: int) -> bool:
+    """TensorRT 11 builds strongly typed networks only; 10 can, but JetPack's TensorRT 10 plugins
+    and tactics are tuned for the flag-driven (weakly typed) path."""
+    return major >= 11
+
+
+def builder_flags(major: int, precision: str) -> tuple[str, ...]:
+    """BuilderFlag names a TensorRT 10 build needs to run the ONNX's types (none on 11: removed)."""
+    if strongly_typed(major):
+        return ()
+    return {"fp32": (), "fp16": ("FP16",), "int8": ("FP16", "INT8"), "fp8": ("FP16", "FP8")}[precision]
 
 
 def calibration_files(folder: Path | str) -> list[Path]:
@@ -116,13 +130,31 @@ def calibration_batches(files: Sequence[Path], image_size: int, views: int) -> I
         yield torch.stack(batch + [batch[-1]] * (views - len(batch))).numpy()
 
 
-def engine_key(exported: ExportedStage, precision: str, gpu: GpuIdentity, tensorrt_version: str,
+def engine_key(exported: ExportedStage, converted: PrecisionModel, gpu: GpuIdentity, tensorrt_version: str,
                workspace_mib: int, calibration_sha256: str | None) -> EngineKey:
+    major = int(tensorrt_version.split(".")[0])
     return EngineKey.create(
-        stage=exported.stage, onnx_sha256=exported.model_sha256, gpu_name=gpu.name,
+        stage=exported.stage, onnx_sha256=converted.sha256, gpu_name=gpu.name,
         compute_capability=gpu.compute_capability, tensorrt_version=tensorrt_version,
-        precision=precision, input_shapes=exported.input_shapes(),
-        builder_options={"workspace_mib": workspace_mib, "calibration_sha256": calibration_sha256})
+        precision=converted.precision, input_shapes=exported.input_shapes(),
+        builder_options={"workspace_mib": workspace_mib, "calibration_sha256": calibration_sha256,
+                         "precision_method": converted.method,
+                         "network": "strongly typed" if strongly_typed(major) else
+                                    "flags " + ",".join(builder_flags(major, converted.precision))})
+
+
+def precision_model(exported: ExportedStage, precision: str, work_dir: Path | str,
+                    calibration_images: Path | str | None) -> tuple[PrecisionModel, str | None]:
+    """(the stage's ONNX in its precision, the calibration set's digest or None)."""
+    precision = stage_precision(exported.stage, precision, CALIBRATED_STAGE)
+    if precision not in QUANTIZED:
+        return apply_precision(exported, precision, work_dir), None
+    if calibration_images is None:
+        raise ValueError(f"{precision} needs --calibration-images (recorded frames)")
+    files = calibration_files(calibration_images)
+    views, _, size, _ = exported.input_shapes()["images"]
+    feeds = [{"images": batch} for batch in calibration_batches(files, size, views)]
+    return apply_precision(exported, precision, work_dir, feeds), calibration_digest(files)
 
 
 def ensure_engine(cache: EngineCache, exported: ExportedStage, precision: str = "fp16",
@@ -130,51 +162,39 @@ def ensure_engine(cache: EngineCache, exported: ExportedStage, precision: str = 
                   workspace_mib: int = DEFAULT_WORKSPACE_MIB) -> Path:
     """The stage's engine plan from the cache, built first if its key changed."""
     trt, gpu = require_tensorrt_and_gpu()
-    precision = stage_precision(exported.stage, precision)
-    _check_precision_supported(trt, gpu, precision)
-    files = None
-    if precision == "int8":
-        if calibration_images is None:
-            raise ValueError("int8 needs --calibration-images (recorded frames)")
-        files = calibration_files(calibration_images)
-    key = engine_key(exported, precision, gpu, trt.__version__, workspace_mib,
-                     calibration_digest(files) if files else None)
+    _check_precision_supported(trt, gpu, stage_precision(exported.stage, precision, CALIBRATED_STAGE))
+    converted, calibration_sha256 = precision_model(exported, precision, cache.root / PRECISION_DIR,
+                                                    calibration_images)
+    key = engine_key(exported, converted, gpu, trt.__version__, workspace_mib, calibration_sha256)
     log.info("%s", cache.describe(key))
-    plan, built = cache.get_or_build(
-        key, lambda: build_plan(exported, precision, workspace_mib, files))
+    plan, built = cache.get_or_build(key, lambda: build_plan(converted, workspace_mib))
     log.info("%s engine %s: %s", exported.stage, "built" if built else "cached", plan)
     return plan
 
 
-def build_plan(exported: ExportedStage, precision: str, workspace_mib: int,
-               calibration: Sequence[Path] | None = None) -> bytes:
+def build_plan(converted: PrecisionModel, workspace_mib: int) -> bytes:
     """Parse the ONNX and build a serialized engine (minutes for the full model)."""
     trt = import_tensorrt()
+    major = tensorrt_major(trt)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    # TensorRT 10 networks are always explicit-batch; 8.x needs the flag.
-    flags = 0 if int(trt.__version__.split(".")[0]) >= 10 else (
-        1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    if strongly_typed(major):
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    else:  # TensorRT 10 networks are always explicit-batch; 8.x needs the flag.
+        flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(exported.onnx_path)):
+    if not parser.parse_from_file(str(converted.path)):
         errors = "; ".join(str(parser.get_error(index)) for index in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT cannot parse {exported.onnx_path}: {errors}")
+        raise RuntimeError(f"TensorRT cannot parse {converted.path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    if precision != "fp32":
-        config.set_flag(trt.BuilderFlag.FP16)  # fp16 kernels, also where int8/fp8 do not apply
-    if precision == "fp8":
-        config.set_flag(trt.BuilderFlag.FP8)
-    if precision == "int8":
-        views, _, size, _ = exported.input_shapes()["images"]
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _entropy_calibrator(
-            trt, calibration_batches(calibration, size, views), views)
+    for flag in builder_flags(major, converted.precision):
+        config.set_flag(getattr(trt.BuilderFlag, flag))
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise RuntimeError(f"TensorRT failed to build the {exported.stage} engine "
-                           f"({precision}); its log above says why")
+        raise RuntimeError(f"TensorRT failed to build the {converted.stage} engine "
+                           f"({converted.precision}); its log above says why")
     return bytes(plan)
 
 
@@ -182,6 +202,12 @@ def build_engines(onnx_dir: Path | str, cache_dir: Path | str, precision: str = 
                   stages: Sequence[str] = STAGE_NAMES, calibration_images: Path | str | None = None,
                   workspace_mib: int = DEFAULT_WORKSPACE_MIB) -> dict[str, Path]:
     """Engines for the exported stages found in `onnx_dir` (the backbone is required)."""
+    cache = EngineCache(cache_dir)
+    return {stage: ensure_engine(cache, exported, precision, calibration_images, workspace_mib)
+            for stage, exported in _exports(onnx_dir, stages).items()}
+
+
+def _exports(onnx_dir: Path | str, stages: Sequence[str]) -> dict[str, ExportedStage]:
     exports = {}
     for stage in stages:
         try:
@@ -189,9 +215,7 @@ def build_engines(onnx_dir: Path | str, cache_dir: Path | str, precision: str = 
         except ExportError:
             if stage == CALIBRATED_STAGE:
                 raise
-    cache = EngineCache(cache_dir)
-    return {stage: ensure_engine(cache, exported, precision, calibration_images, workspace_mib)
-            for stage, exported in exports.items()}
+    return exports
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -202,7 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", required=True, type=Path, help="engine cache folder")
     parser.add_argument("--precision", default="fp16", choices=PRECISIONS)
     parser.add_argument("--calibration-images", type=Path,
-                        help="recorded frames for int8: a folder of images or a COCO folder")
+                        help="recorded frames for int8 / fp8: a folder of images or a COCO folder")
+    parser.add_argument("--onnx-only", action="store_true",
+                        help="only put the precision into the ONNX and check it against fp32 with onnxruntime "
+                             "(no TensorRT or GPU needed); prints the differences")
     parser.add_argument("--stages", default=",".join(STAGE_NAMES),
                         help=f"comma-separated, of: {', '.join(STAGE_NAMES)}")
     parser.add_argument("--workspace-mib", type=int, default=DEFAULT_WORKSPACE_MIB)
@@ -215,15 +242,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"{', '.join(STAGE_NAMES)}")
         # Inputs first, so a wrong path is reported on any machine.
         load_exported(args.onnx_dir, CALIBRATED_STAGE)
-        if args.precision == "int8":
+        if args.precision in QUANTIZED:
             if args.calibration_images is None:
-                raise ValueError("--precision int8 needs --calibration-images")
+                raise ValueError(f"--precision {args.precision} needs --calibration-images")
             calibration_files(args.calibration_images)
+        if args.onnx_only:
+            for stage, exported in _exports(args.onnx_dir, stages).items():
+                converted, _ = precision_model(exported, args.precision, args.cache / PRECISION_DIR,
+                                               args.calibration_images)
+                print(f"{converted.report()}\n  -> {converted.path}")
+            return 0
         require_tensorrt_and_gpu()
         for stage, plan in build_engines(args.onnx_dir, args.cache, args.precision, stages,
                                          args.calibration_images, args.workspace_mib).items():
             print(f"{stage}: {plan}")
-    except (TensorRtUnavailable, ValueError, ExportError) as error:
+    except (TensorRtUnavailable, ValueError, ExportError) as error:  # PrecisionError too
         print(f"workcell_build_engines: error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -232,40 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _check_precision_supported(trt, gpu: GpuIdentity, precision: str) -> None:
     if precision != "fp8":
         return
-    if not hasattr(trt.BuilderFlag, "FP8"):
+    if not strongly_typed(tensorrt_major(trt)) and not hasattr(trt.BuilderFlag, "FP8"):
         raise ValueError(f"fp8 needs TensorRT >= 8.6, this is {trt.__version__}")
     capability = tuple(int(part) for part in gpu.compute_capability.split("."))
     if capability < FP8_MIN_CAPABILITY:
         raise ValueError(f"fp8 needs compute capability >= 8.9, {gpu.name} has "
                          f"{gpu.compute_capability}")
-
-
-def _entropy_calibrator(trt, batches: Iterator[np.ndarray], batch_size: int):
-    """An IInt8EntropyCalibrator2 over the batches (defined here: its base class is
-    tensorrt's). Every int8 build calibrates afresh: builds only happen when the key changes."""
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self._device_batch: torch.Tensor | None = None  # alive while TensorRT reads it
-
-        def get_batch_size(self) -> int:
-            return batch_size
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            batch = next(batches, None)
-            if batch is None:
-                return None
-            self._device_batch = torch.from_numpy(batch).cuda()
-            return [int(self._device_batch.data_ptr())]
-
-        def read_calibration_cache(self) -> None:
-            return None
-
-        def write_calibration_cache(self, cache: bytes) -> None:
-            pass
-
-    return EntropyCalibrator()
 
 
 if __name__ == "__main__":
