@@ -6,13 +6,26 @@ Layout (every file written atomically, a version directory renamed into place co
     <root>/models/<version>/weights.pt      a checkpoint (sam3_backend/checkpoint.py)
     <root>/models/<version>/release_report.{md,json}
     <root>/promoted.json                    the version robots should run + who promoted what, when
+    <root>/.lock                            held by whoever changes the registry
 
-Only a version the release gate accepted can be promoted (the first deployment of a line may be
-forced, and says so in the history). Rollback promotes the version promoted before the current one.
+Several training jobs and operators share one registry: registering, recording a gate result
+and promoting take the registry's lock (a POSIX record lock: it also holds between machines on
+a shared filesystem that supports them, as NFSv4 does), so nothing is lost or half written
+between them. A registration that died leaves a `.staging-*` folder; the next change under the
+lock removes it and says so. Every malformed file is one clear error naming it.
+
+Only a version the release gate accepted can be promoted, and only with the report the gate
+wrote for exactly those weights: the report records the weights' sha256, the manifest records
+the report's sha256, and `verify` re-checks weights <-> manifest <-> report; the promotion history
+records the report's hash. (The first deployment of a line may be forced ungated, and says so.)
+Rollback promotes the version promoted before the current one.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
@@ -25,8 +38,10 @@ from pathlib import Path
 from segmentation_node.atomic_io import atomic_write_bytes, file_sha256, fsync_directory, fsync_file
 
 MODELS, PROMOTED, MANIFEST, WEIGHTS = "models", "promoted.json", "manifest.json", "weights.pt"
+REPORT_JSON, LOCK = "release_report.json", ".lock"
 ACCEPTED, REJECTED, UNEVALUATED = "accepted", "rejected", "unevaluated"
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_STAGING = ".staging-"
 
 
 class RegistryError(ValueError):
@@ -43,15 +58,46 @@ class ModelEntry:
     verdict: str
     metrics: dict = field(default_factory=dict)
     notes: str = ""
+    report_sha256: str = ""  # of release_report.json, once the gate ran
 
     @property
     def weights(self) -> Path:
         return self.path / WEIGHTS
 
 
+def _read_json(path: Path, what: str) -> dict:
+    """A JSON object from `path`; RegistryError naming the file for anything else."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RegistryError(f"{path} is missing ({what})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RegistryError(f"{path} is not a readable {what}: {type(error).__name__}: {error}") from None
+    if not isinstance(data, dict):
+        raise RegistryError(f"{path} is not a {what} (a JSON object expected, found {type(data).__name__})")
+    return data
+
+
 class ModelRegistry:
     def __init__(self, root: Path | str):
         self.root = Path(root).expanduser()
+        self.notes: list[str] = []  # what the last change cleaned up (the CLI prints them)
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """The registry's lock, then leftovers of registrations that died cleaned up: while the
+        lock is held nobody else is registering, so every staging folder is a dead one's."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / LOCK, "a+") as handle:
+            fcntl.lockf(handle, fcntl.LOCK_EX)
+            try:
+                models = self.root / MODELS
+                for leftover in sorted(models.glob(f"{_STAGING}*")) if models.is_dir() else []:
+                    shutil.rmtree(leftover, ignore_errors=True)
+                    self.notes.append(f"removed {leftover.name}, left by a registration that did not finish")
+                yield
+            finally:
+                fcntl.lockf(handle, fcntl.LOCK_UN)
 
     # --- versions ----------------------------------------------------------------------------------
     def register(self, weights: Path | str, version: str, parent: str = "", notes: str = "") -> ModelEntry:
@@ -61,48 +107,84 @@ class ModelRegistry:
             raise RegistryError(f"version must be 1-128 of [A-Za-z0-9._-], starting alphanumeric; got {version!r}")
         if not weights.is_file():
             raise RegistryError(f"checkpoint not found: {weights}")
-        final = self.root / MODELS / version
-        if final.exists():
-            raise RegistryError(f"version {version} is already registered; versions are immutable")
-        staging = self.root / MODELS / f".staging-{version}-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        shutil.copyfile(weights, staging / WEIGHTS)
-        fsync_file(staging / WEIGHTS)
-        manifest = {"version": version, "sha256": file_sha256(staging / WEIGHTS), "created_ns": time.time_ns(),
-                    "parent": parent, "verdict": UNEVALUATED, "metrics": {}, "notes": notes}
-        atomic_write_bytes(staging / MANIFEST, json.dumps(manifest, indent=1).encode())
-        os.rename(staging, final)
-        fsync_directory(final.parent)
+        with self._locked():
+            final = self.root / MODELS / version
+            if final.exists():
+                raise RegistryError(f"version {version} is already registered; versions are immutable")
+            staging = self.root / MODELS / f"{_STAGING}{version}-{os.getpid()}"
+            staging.mkdir(parents=True)
+            try:
+                shutil.copyfile(weights, staging / WEIGHTS)
+                fsync_file(staging / WEIGHTS)
+                manifest = {"version": version, "sha256": file_sha256(staging / WEIGHTS),
+                            "created_ns": time.time_ns(), "parent": parent, "verdict": UNEVALUATED,
+                            "metrics": {}, "notes": notes}
+                atomic_write_bytes(staging / MANIFEST, json.dumps(manifest, indent=1).encode())
+                os.rename(staging, final)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            fsync_directory(final.parent)
         return self.entry(version)
 
-    def record_gate(self, version: str, verdict: str, metrics: dict, reports: dict[str, bytes]) -> ModelEntry:
-        """Store the release gate's verdict, metrics and report files with the version."""
+    def record_gate(self, version: str, report: dict, files: dict[str, bytes] | None = None) -> ModelEntry:
+        """Store the release gate's report (and other report files) with the version. The report
+        must be for this version and these weights (`candidate`, `candidate_sha256`)."""
+        verdict = report.get("verdict")
         if verdict not in (ACCEPTED, REJECTED):
-            raise RegistryError(f"verdict must be {ACCEPTED} or {REJECTED}, got {verdict!r}")
-        entry = self.entry(version)
-        for name, data in reports.items():
-            atomic_write_bytes(entry.path / name, data)
-        manifest = json.loads((entry.path / MANIFEST).read_text())
-        manifest.update(verdict=verdict, metrics=metrics, evaluated_ns=time.time_ns())
-        atomic_write_bytes(entry.path / MANIFEST, json.dumps(manifest, indent=1).encode())
+            raise RegistryError(f"report verdict must be {ACCEPTED} or {REJECTED}, got {verdict!r}")
+        with self._locked():
+            entry = self.verify_weights(version)
+            if report.get("candidate") != version or report.get("candidate_sha256") != entry.sha256:
+                raise RegistryError(
+                    f"{version}: the report is for {report.get('candidate')!r} with weights "
+                    f"{str(report.get('candidate_sha256'))[:12]!r}, not these ({entry.sha256[:12]})")
+            data = json.dumps(report, indent=1).encode()
+            for name, content in (files or {}).items():
+                atomic_write_bytes(entry.path / name, content)
+            atomic_write_bytes(entry.path / REPORT_JSON, data)
+            manifest = _read_json(entry.path / MANIFEST, "model manifest")
+            manifest.update(verdict=verdict, metrics=report, report_sha256=hashlib.sha256(data).hexdigest(),
+                            evaluated_ns=time.time_ns())
+            atomic_write_bytes(entry.path / MANIFEST, json.dumps(manifest, indent=1).encode())
         return self.entry(version)
 
     def entry(self, version: str) -> ModelEntry:
         path = self.root / MODELS / version
         if not _VERSION.match(version) or not (path / MANIFEST).is_file():
-            known = ", ".join(e.version for e in self.entries()) or "none"
-            raise RegistryError(f"no model version {version!r} in {self.root} (registered: {known})")
-        manifest = json.loads((path / MANIFEST).read_text())
-        return ModelEntry(manifest["version"], path, manifest["sha256"], manifest["created_ns"], manifest["parent"],
-                          manifest["verdict"], manifest["metrics"], manifest.get("notes", ""))
+            raise RegistryError(f"no model version {version!r} in {self.root} "
+                                f"(registered: {', '.join(self._versions()) or 'none'})")
+        manifest = _read_json(path / MANIFEST, "model manifest")
+        try:
+            return ModelEntry(str(manifest["version"]), path, str(manifest["sha256"]), int(manifest["created_ns"]),
+                              str(manifest["parent"]), str(manifest["verdict"]), dict(manifest["metrics"]),
+                              str(manifest.get("notes", "")), str(manifest.get("report_sha256", "")))
+        except (KeyError, TypeError, ValueError) as error:
+            raise RegistryError(f"{path / MANIFEST} is not a model manifest (bad or missing {error})") from None
 
     def entries(self) -> list[ModelEntry]:
-        models = self.root / MODELS
-        versions = [p.name for p in models.iterdir() if (p / MANIFEST).is_file()] if models.is_dir() else []
-        return sorted((self.entry(v) for v in versions), key=lambda e: e.created_ns)
+        """Readable versions, oldest first; `problems()` names the unreadable ones."""
+        found = []
+        for version in self._versions():
+            with contextlib.suppress(RegistryError):
+                found.append(self.entry(version))
+        return sorted(found, key=lambda e: e.created_ns)
 
-    def verify(self, version: str) -> ModelEntry:
+    def problems(self) -> list[str]:
+        problems = []
+        for version in self._versions():
+            try:
+                self.entry(version)
+            except RegistryError as error:
+                problems.append(str(error))
+        return problems
+
+    def _versions(self) -> list[str]:
+        models = self.root / MODELS
+        return sorted(p.name for p in models.iterdir() if _VERSION.match(p.name) and (p / MANIFEST).is_file()) \
+            if models.is_dir() else []
+
+    def verify_weights(self, version: str) -> ModelEntry:
         """The entry, after checking its weights still match the manifest's checksum."""
         entry = self.entry(version)
         if not entry.weights.is_file():
@@ -113,14 +195,38 @@ class ModelRegistry:
                                 f"{entry.sha256[:12]}; refusing a corrupted or altered model")
         return entry
 
+    def verify(self, version: str) -> ModelEntry:
+        """Weights <-> manifest, and for a gated version manifest <-> release report <-> weights."""
+        entry = self.verify_weights(version)
+        if entry.verdict == UNEVALUATED:
+            return entry
+        if entry.verdict not in (ACCEPTED, REJECTED):
+            raise RegistryError(f"{version}: manifest verdict {entry.verdict!r} is not a gate verdict")
+        report_path = entry.path / REPORT_JSON
+        if not report_path.is_file():
+            raise RegistryError(f"{version}: verdict '{entry.verdict}' but no release report ({REPORT_JSON}): "
+                                "the release gate never ran on it")
+        actual = file_sha256(report_path)
+        if actual != entry.report_sha256:
+            raise RegistryError(f"{version}: {REPORT_JSON} ({actual[:12]}) is not the report the gate recorded "
+                                f"({entry.report_sha256[:12] or 'none'})")
+        report = _read_json(report_path, "release report")
+        if report.get("candidate_sha256") != entry.sha256 or report.get("verdict") != entry.verdict:
+            raise RegistryError(f"{version}: the release report judged weights "
+                                f"{str(report.get('candidate_sha256'))[:12]} ({report.get('verdict')}), "
+                                f"not these ({entry.sha256[:12]}, {entry.verdict})")
+        return entry
+
     # --- promotion ---------------------------------------------------------------------------------
     def promote(self, version: str, by: str, reason: str, force_ungated: bool = False) -> ModelEntry:
-        entry = self.verify(version)
-        if entry.verdict != ACCEPTED and not (force_ungated and entry.verdict == UNEVALUATED
-                                              and self.promoted() is None):
-            raise RegistryError(f"{version} cannot be promoted: release gate verdict is '{entry.verdict}' "
-                                "(only accepted models; an ungated first deployment needs --force-ungated)")
-        self._append_history(version, by, reason if entry.verdict == ACCEPTED else f"UNGATED first deployment: {reason}")
+        with self._locked():
+            entry = self.verify(version)
+            if entry.verdict != ACCEPTED and not (force_ungated and entry.verdict == UNEVALUATED
+                                                  and self.promoted() is None):
+                raise RegistryError(f"{version} cannot be promoted: release gate verdict is '{entry.verdict}' "
+                                    "(only accepted models; an ungated first deployment needs --force-ungated)")
+            self._append_history(entry, by, reason if entry.verdict == ACCEPTED
+                                 else f"UNGATED first deployment: {reason}")
         return entry
 
     def promoted(self) -> ModelEntry | None:
@@ -129,24 +235,34 @@ class ModelRegistry:
 
     def history(self) -> list[dict]:
         path = self.root / PROMOTED
-        return json.loads(path.read_text())["history"] if path.is_file() else []
+        if not path.is_file():
+            return []
+        history = _read_json(path, "promotion history").get("history")
+        if not isinstance(history, list) or not all(isinstance(h, dict) and "version" in h for h in history):
+            raise RegistryError(f"{path} is not a promotion history (a list of promotions under 'history')")
+        return history
 
     def rollback(self, by: str, reason: str) -> ModelEntry:
         """Promote again the version that was promoted before the current one."""
-        history = self.history()
-        current = history[-1]["version"] if history else None
-        earlier = [h["version"] for h in history if h["version"] != current]
-        if not earlier:
-            raise RegistryError("nothing to roll back to: only one version was ever promoted")
-        entry = self.verify(earlier[-1])
-        self._append_history(entry.version, by, f"rollback from {current}: {reason}")
+        with self._locked():
+            history = self.history()
+            current = history[-1]["version"] if history else None
+            earlier = [h["version"] for h in history if h["version"] != current]
+            if not earlier:
+                raise RegistryError("nothing to roll back to: only one version was ever promoted")
+            entry = self.verify(earlier[-1])
+            self._append_history(entry, by, f"rollback from {current}: {reason}")
         return entry
 
-    def _append_history(self, version: str, by: str, reason: str) -> None:
+    def _append_history(self, entry: ModelEntry, by: str, reason: str) -> None:
+        """Called with the lock held: read, append, write is one step for every other writer."""
         if not by.strip():
             raise RegistryError("who promotes must be recorded (--by)")
-        history = self.history() + [{"version": version, "by": by.strip(), "reason": reason, "at_ns": time.time_ns()}]
-        atomic_write_bytes(self.root / PROMOTED, json.dumps({"version": version, "history": history}, indent=1).encode())
+        history = self.history() + [{"version": entry.version, "by": by.strip(), "reason": reason,
+                                     "at_ns": time.time_ns(), "weights_sha256": entry.sha256,
+                                     "report_sha256": entry.report_sha256}]
+        atomic_write_bytes(self.root / PROMOTED, json.dumps({"version": entry.version, "history": history},
+                                                            indent=1).encode())
 
 
 def load_registered_model(registry: ModelRegistry, version: str = "", device=None):
@@ -172,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     register.add_argument("--version", required=True)
     register.add_argument("--parent", default="")
     register.add_argument("--notes", default="")
-    for name, help_text in (("promote", "promote an accepted version"), ("verify", "check a version's checksum")):
+    for name, help_text in (("promote", "promote an accepted version"), ("verify", "check weights <-> manifest <-> release report")):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("version")
         if name == "promote":
@@ -192,18 +308,25 @@ def main(argv: list[str] | None = None) -> int:
             for entry in registry.entries():
                 mark = "**current**" if promoted and entry.version == promoted.version else ""
                 print(f"| {entry.version} | {entry.parent or '-'} | {entry.verdict} | {entry.sha256[:12]} | {mark} |")
+            for problem in registry.problems():
+                print(f"workcell_registry: unreadable: {problem}", file=sys.stderr)
         elif args.command == "register":
             entry = registry.register(args.weights, args.version, args.parent, args.notes)
             print(f"registered {entry.version} ({entry.sha256[:12]})")
         elif args.command == "promote":
             print(f"promoted {registry.promote(args.version, args.by, args.reason, args.force_ungated).version}")
         elif args.command == "verify":
-            print(f"{registry.verify(args.version).version}: checksum ok")
+            entry = registry.verify(args.version)
+            print(f"{entry.version}: weights, manifest" + (" and release report agree" if entry.report_sha256
+                                                          else " agree (not gated yet)"))
         else:
             print(f"rolled back to {registry.rollback(args.by, args.reason).version}")
-    except RegistryError as error:
+    except (RegistryError, OSError) as error:  # a full disk or a permission: one line too
         print(f"workcell_registry: {error}", file=sys.stderr)
         return 2
+    finally:
+        for note in registry.notes:
+            print(f"workcell_registry: {note}", file=sys.stderr)
     return 0
 
 

@@ -20,7 +20,6 @@ Quality gates: target mask AP, IoU and boundary F no worse than deployed by more
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -103,6 +102,7 @@ class GateReport:
     thresholds: GateThresholds
     scores: dict[str, ModelScores]
     checks: list[Check] = field(default_factory=list)
+    candidate_sha256: str = ""  # the weights judged: the registry promotes only those
 
     @property
     def verdict(self) -> str:
@@ -113,7 +113,8 @@ class GateReport:
         return [check for check in self.checks if not check.passed]
 
     def to_json(self) -> dict:
-        return {"candidate": self.candidate, "deployed": self.deployed, "suite": self.suite,
+        return {"candidate": self.candidate, "candidate_sha256": self.candidate_sha256,
+                "deployed": self.deployed, "suite": self.suite,
                 "verdict": self.verdict, "thresholds": asdict(self.thresholds),
                 "scores": {name: asdict(score) for name, score in self.scores.items()},
                 "checks": [asdict(check) for check in self.checks]}
@@ -227,15 +228,14 @@ def run_gate(registry: ModelRegistry, candidate: str, deployed: str, suite_name:
     if suite_name not in SUITES:
         raise RegistryError(f"suite must be one of {', '.join(SUITES)}; got {suite_name!r}")
     ontology = load_ontology()
+    candidate_sha256 = registry.verify_weights(candidate).sha256  # the weights evaluated below
     scores = {}
     for role, version in (("deployed", deployed), ("candidate", candidate)):
         scores[role] = evaluate_model(lambda v=version: Sam3Backend(load_registered_model(registry, v, device)[1]),
                                       SUITES[suite_name], ontology, f"{role} {version}")
     report = GateReport(candidate, deployed, suite_name, thresholds, scores,
-                        compare(scores["candidate"], scores["deployed"], thresholds))
-    registry.record_gate(candidate, report.verdict, report.to_json(), {
-        "release_report.md": report.to_markdown().encode(),
-        "release_report.json": json.dumps(report.to_json(), indent=1).encode()})
+                        compare(scores["candidate"], scores["deployed"], thresholds), candidate_sha256)
+    registry.record_gate(candidate, report.to_json(), {"release_report.md": report.to_markdown().encode()})
     return report
 
 
