@@ -1,9 +1,16 @@
-"""workcell_finetune: fine-tune SAM3 on workcell data; writes the best checkpoint and a report."""
+"""workcell_finetune: fine-tune SAM3 on workcell data; writes the best checkpoint and a report.
+
+One process, or data-parallel under torchrun (training/distributed.py): the same command after
+`torchrun --nproc-per-node N [--nnodes M --rdzv-backend c10d --rdzv-endpoint HOST:PORT]
+-m segmentation_node.training.cli`. --batch-size is then the batch of all ranks together; every
+rank logs with its rank in the prefix, only rank 0 writes the checkpoint and the report."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +24,7 @@ from segmentation_node.sam3_backend.checkpoint import (CheckpointError, is_finet
                                                        load_checkpoint, read_checkpoint,
                                                        save_checkpoint, small_builder)
 from segmentation_node.training.data import SPLIT_KINDS, DataError, load_training_data, split_frames
+from segmentation_node.training.distributed import Workers, start, stop
 from segmentation_node.training.loop import StageReport, run_stage
 from segmentation_node.training.stage1 import DetectorTrainer
 from segmentation_node.training.stage2 import TrackerTrainer
@@ -58,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"input size of a 'small' base (default {DEFAULT_SMALL_IMAGE_SIZE}); "
                              "a checkpoint keeps its own")
     parser.add_argument("--batch-size", type=int, default=2,
-                        help="images (stage 1) / clips (stage 2) per step")
+                        help="images (stage 1) / clips (stage 2) per step, over all ranks under torchrun")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--backbone-lr-scale", type=float, default=0.0,
                         help="stage 1: train the ViT trunk and text encoder at this fraction of "
@@ -87,17 +95,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need --steps >= 0, --eval-every >= 1, --patience >= 0, --batch-size >= 1")
     if not 0.0 < args.held_out_fraction < 1.0:
         parser.error("--held-out-fraction must be in (0, 1)")
-    logging.basicConfig(level=logging.INFO, format="workcell_finetune: %(message)s")
+    workers = start(_device(args))
+    logging.basicConfig(level=logging.INFO, format=f"workcell_finetune: {workers.prefix}%(message)s")
     try:
-        return _finetune(args)
+        return _finetune(args, workers)
     except (UsageError, DataError, CheckpointError, OntologyError, FileNotFoundError) as error:
-        print(f"workcell_finetune: {error}", file=sys.stderr)
+        print(f"workcell_finetune: {workers.prefix}{error}", file=sys.stderr)
         return 2
+    finally:
+        stop(workers)
 
 
-def _finetune(args: argparse.Namespace) -> int:
+def _device(args: argparse.Namespace) -> torch.device:
+    """--device, else each torchrun rank on its own GPU (LOCAL_RANK), else the CPU."""
+    if args.device:
+        return torch.device(args.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _finetune(args: argparse.Namespace, workers: Workers) -> int:
     started = time.time()
-    torch.manual_seed(args.seed)
+    if args.batch_size % workers.world:
+        raise UsageError(f"--batch-size {args.batch_size} does not split over {workers.world} ranks")
+    say = functools.partial(print, workers.prefix, sep="", flush=True)
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
     ontology = load_ontology(args.ontology)
     data = load_training_data(args.data, args.allow_unaudited, labels=ontology.classes)
     if not data.frames:
@@ -105,17 +128,17 @@ def _finetune(args: argparse.Namespace) -> int:
         raise DataError(f"no usable training data ({reasons or 'no frames'})")
     split = split_frames(data.frames, args.split_by, args.held_out_fraction, args.seed,
                          sku_labels=ontology.pickable)
-    print(f"data: {len(data.frames)} frames from {len(data.shards)} director(ies), "
+    say(f"data: {len(data.frames)} frames from {len(data.shards)} director(ies), "
           f"{len(data.skipped)} skipped; split by {split.by}: {len(split.train)} train frames "
           f"({_listing(split.train_units)}), {len(split.held_out)} held-out "
           f"({_listing(split.held_out_units)})")
-    model, builder = _base_model(args)
+    model, builder = _base_model(args, _device(args))
     base_version = model.model_version
-    print(f"base: {base_version} ({model.parameter_count / 1e6:.1f}M params, "
+    say(f"base: {base_version} ({model.parameter_count / 1e6:.1f}M params, "
           f"{model.image_size}px, {model.device})")
 
     # Both trainers first: a split that cannot feed stage 2 fails before stage 1 spends hours.
-    common = dict(lr=args.lr, held_out_limit=args.held_out_samples, seed=args.seed, bf16=args.bf16)
+    common = dict(lr=args.lr, held_out_limit=args.held_out_samples, seed=args.seed, bf16=args.bf16, workers=workers)
     trainers = []
     if 1 in STAGES[args.stage]:
         trainers.append(DetectorTrainer(model, split.train, split.held_out, ontology,
@@ -128,8 +151,8 @@ def _finetune(args: argparse.Namespace) -> int:
     reports: list[StageReport] = []
     for trainer in trainers:
         reports.append(run_stage(trainer, args.steps, args.eval_every, args.patience,
-                                 progress=not args.no_progress))
-        print(reports[-1].summary())
+                                 progress=not args.no_progress and workers.main))
+        say(reports[-1].summary())
 
     report = {
         "base_model_version": base_version, "builder": builder, "image_size": model.image_size,
@@ -140,25 +163,27 @@ def _finetune(args: argparse.Namespace) -> int:
                   "held_out_frames": len(split.held_out), "train_units": list(split.train_units),
                   "held_out_units": list(split.held_out_units)},
         "stages": [r.as_dict() for r in reports],
-        "wall_seconds": round(time.time() - started, 1),
+        "wall_seconds": round(time.time() - started, 1), "ranks": workers.world,
     }
+    if not workers.main:
+        return 0  # rank 0 writes; its weights are every rank's
     version = save_checkpoint(model, args.out, builder, extra=report)
     report["model_version"] = version
     report_file = report_path(args.out)
     atomic_write_bytes(report_file, json.dumps(report, indent=1).encode())
-    print(f"checkpoint: {args.out} (model_version {version})\nreport: {report_file}")
+    say(f"checkpoint: {args.out} (model_version {version})\nreport: {report_file}")
     return 0
 
 
-def _base_model(args: argparse.Namespace) -> tuple[Sam3Model, dict]:
+def _base_model(args: argparse.Namespace, device: torch.device) -> tuple[Sam3Model, dict]:
     if args.base == "small":
         builder = small_builder(image_size=args.image_size or DEFAULT_SMALL_IMAGE_SIZE, seed=args.seed)
-        return build_small_sam3(**builder["kwargs"], device=args.device), builder
+        return build_small_sam3(**builder["kwargs"], device=device), builder
     path = Path(args.base)
     if is_finetune_checkpoint(path):
-        model, builder = load_checkpoint(path, args.device), read_checkpoint(path)["builder"]
+        model, builder = load_checkpoint(path, device), read_checkpoint(path)["builder"]
     else:
-        model, builder = build_sam3(path, args.device), {"kind": "full"}
+        model, builder = build_sam3(path, device), {"kind": "full"}
     if args.image_size not in (None, model.image_size):
         raise UsageError(f"--image-size {args.image_size}: the base {path} is a "
                          f"{model.image_size}px model")

@@ -26,11 +26,13 @@ from segmentation_node.sam3_backend.predictor import preprocess_image
 from segmentation_node.training.augment import AugmentConfig, augment
 from segmentation_node.training.data import (AnnotatedObject, DataError, Frame, annotated_objects,
                                              evenly_spaced, model_masks)
+from segmentation_node.training.distributed import Workers, sample_rng
 from segmentation_node.training.prompts import PromptMix, Query, held_out_queries, training_queries
 
 FROZEN_BACKBONE = ("backbone.vision_backbone.trunk.", "backbone.language_backbone.")
 TRACKER_NECK = "backbone.vision_backbone.sam2_convs."
 GRAD_CLIP_NORM = 0.1
+SAMPLE_DRAWS = 20  # a training sample is drawn again while it has nothing to ask (augmentation hid it)
 # Weights and matcher costs of sam3's image training recipe.
 LOSS_WEIGHTS = {"loss_bbox": 5.0, "loss_giou": 2.0, "loss_ce": 20.0, "presence_loss": 20.0,
                 "loss_mask": 200.0, "loss_dice": 10.0}
@@ -44,7 +46,10 @@ def detector_matcher() -> nn.Module:
                                     alpha=0.25, gamma=2, stable=False)
 
 
-def detector_loss(matcher: nn.Module) -> nn.Module:
+def detector_loss(matcher: nn.Module, normalization: str = "local") -> nn.Module:
+    """`normalization`: "local" divides by the boxes of this process's batch; "global" by the
+    mean per rank of all ranks' boxes, so DDP's gradient average is the gradient of the whole
+    batch's loss (sam3's own recipe for data-parallel training)."""
     from sam3.train.loss.loss_fns import Boxes, IABCEMdetr, Masks
     from sam3.train.loss.sam3_loss import Sam3LossWrapper
     from sam3.train.matcher import BinaryOneToManyMatcher
@@ -61,8 +66,7 @@ def detector_loss(matcher: nn.Module) -> nn.Module:
             Masks(weight_dict={"loss_mask": w["loss_mask"], "loss_dice": w["loss_dice"]},
                   focal_alpha=0.25, focal_gamma=2.0, compute_aux=False),
         ],
-        # "local": one process; "global" would all_reduce over a process group.
-        normalization="local", matcher=matcher,
+        normalization=normalization, matcher=matcher,
         o2m_matcher=BinaryOneToManyMatcher(alpha=0.3, threshold=0.4, topk=4), o2m_weight=2.0,
         use_o2m_matcher_on_o2m_aux=False)
 
@@ -116,9 +120,12 @@ class DetectorTrainer:
                  held_out_frames: Sequence[Frame], ontology: Ontology, *, batch_size: int = 2,
                  lr: float = 1e-4, weight_decay: float = 0.05, backbone_lr_scale: float = 0.0,
                  held_out_limit: int = 32, augment_config: AugmentConfig = AugmentConfig(),
-                 prompt_mix: PromptMix = PromptMix(), seed: int = 0, bf16: bool = False):
+                 prompt_mix: PromptMix = PromptMix(), seed: int = 0, bf16: bool = False,
+                 workers: Workers = Workers()):
+        """`batch_size`: images per step over all ranks (each computes its share)."""
         if not train_frames or not held_out_frames:
             raise DataError("stage 1 needs training and held-out frames")
+        workers.share(batch_size)  # refuses a batch the ranks cannot split
         self.model = model
         self.ontology = ontology
         self.train_frames = list(train_frames)
@@ -127,9 +134,11 @@ class DetectorTrainer:
         self.augment_config = augment_config
         self.prompt_mix = prompt_mix
         self.bf16 = bf16
-        self.rng = np.random.default_rng(seed)
+        self.seed, self.workers, self.steps_done = seed, workers, 0
         self.matcher = detector_matcher()
-        self.loss = detector_loss(self.matcher)
+        self.loss = detector_loss(self.matcher, "global" if workers.distributed else "local")
+        self.held_out_loss_fn = detector_loss(self.matcher)  # per batch: ranks see different counts
+        self._step: nn.Module | None = None  # the training forward, DDP-wrapped when distributed
         self.backbone_lr_scale = backbone_lr_scale
         named = self._named_detector_parameters()
         groups = [{"params": [p for name, p in named if not name.startswith(FROZEN_BACKBONE)], "lr": lr}]
@@ -156,9 +165,11 @@ class DetectorTrainer:
         detector.matcher = self.matcher
         # sam3 asserts activation checkpointing in the fusion encoder and decoder in training.
         transformer.encoder.use_act_checkpoint = transformer.decoder.use_act_checkpoint = True
+        self._step = self.workers.wrap(_DetectorStep(detector, self.loss))  # after requires_grad is set
         try:
             yield
         finally:
+            self._step = None
             for name, parameter in detector.named_parameters():
                 parameter.requires_grad_(saved_flags[name])
             (detector.matcher, transformer.encoder.use_act_checkpoint,
@@ -166,23 +177,22 @@ class DetectorTrainer:
             detector.eval()
 
     def train_step(self) -> float:
-        from sam3.train.loss.loss_fns import CORE_LOSS_KEY
-
+        """One step of the global batch; the loss of the whole batch (the same on every rank)."""
         detector = self.model.detector
         detector.train()
         if self.backbone_lr_scale == 0:  # frozen means no dropout noise either
             detector.backbone.vision_backbone.trunk.eval()
             detector.backbone.language_backbone.eval()
-        batch = self._training_batch()
+        batch = self._training_batch(self.steps_done)
         with self._compute_context():
-            outputs = detector(batch)
-            losses = self.loss(outputs, [detector.back_convert(t) for t in batch.find_targets])
-        loss = losses[CORE_LOSS_KEY]
+            loss = self._step(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # DDP averages the gradients over the ranks here
         nn.utils.clip_grad_norm_([p for _, p in self.trainable_parameters()], GRAD_CLIP_NORM)
         self.optimizer.step()
-        return float(loss.detach())
+        self.steps_done += 1
+        # Each rank's loss is its part over the mean count per rank: their mean is the batch's.
+        return self.workers.sum([float(loss.detach())])[0] / self.workers.world
 
     @torch.no_grad()
     def held_out_loss(self) -> float:
@@ -192,7 +202,8 @@ class DetectorTrainer:
         detector = self.model.detector
         detector.eval()
         total, images = 0.0, 0
-        for batch, count in self._held_out():
+        batches = self._held_out()
+        for batch, count in batches[self.workers.rank::self.workers.world]:  # each rank its share
             with self._compute_context():
                 outputs = detector(batch)
                 targets = [detector.back_convert(t) for t in batch.find_targets]
@@ -202,9 +213,10 @@ class DetectorTrainer:
                     for stage_outputs, stage_targets in zip(stages, targets):
                         for out in stage_outputs:
                             out["indices"] = self.matcher(out, stage_targets)
-                losses = self.loss(outputs, targets)
+                losses = self.held_out_loss_fn(outputs, targets)
             total += float(losses[CORE_LOSS_KEY]) * count
             images += count
+        total, images = self.workers.sum([total, images])
         return total / images
 
     def _named_detector_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -219,21 +231,25 @@ class DetectorTrainer:
                                            enabled=self.bf16))
         return stack
 
-    def _training_batch(self):
-        """batch_size random frames, augmented, each with a fresh prompt mix."""
-        while True:
-            datapoints = []
-            for index in self.rng.integers(0, len(self.train_frames), self.batch_size):
-                frame = self.train_frames[int(index)]
-                image, masks = augment(frame.image(), frame.masks(), self.rng, self.augment_config)
+    def _training_batch(self, step: int):
+        """This rank's share of the step's samples: random frames, augmented, each with a fresh
+        prompt mix, each from its own generator (distributed.py)."""
+        datapoints = []
+        for sample in self.workers.share(self.batch_size):
+            rng = sample_rng(self.seed, 1, step, sample)
+            for _ in range(SAMPLE_DRAWS):
+                frame = self.train_frames[int(rng.integers(len(self.train_frames)))]
+                image, masks = augment(frame.image(), frame.masks(), rng, self.augment_config)
                 objects = annotated_objects(frame.instances, masks)
-                queries = training_queries(objects, self.ontology, frame.exhaustive, self.rng,
+                queries = training_queries(objects, self.ontology, frame.exhaustive, rng,
                                            self.prompt_mix, frame.width, frame.height)
-                datapoints.append(to_datapoint(image, objects, queries, frame.exhaustive,
-                                               self.model.image_size))
-            # Augmentation can hide every object of an unlabelled-negatives image: nothing to ask.
-            if any(d.find_queries for d in datapoints):
-                return self._collate(datapoints)
+                # Augmentation can hide every object of an unlabelled-negatives image: nothing to ask.
+                if queries:
+                    break
+            datapoints.append(to_datapoint(image, objects, queries, frame.exhaustive, self.model.image_size))
+        if not any(d.find_queries for d in datapoints):
+            raise DataError(f"step {step}: nothing to ask in {SAMPLE_DRAWS} draws per sample (no known objects?)")
+        return self._collate(datapoints)
 
     def _held_out(self) -> list:
         """Fixed batches: no augmentation, the run-time question set; built once."""
@@ -259,6 +275,21 @@ class DetectorTrainer:
 
         batch = collate_fn_api(datapoints, dict_key="batch", with_seg_masks=True)["batch"]
         return copy_data_to_device(batch, self.model.device)
+
+
+class _DetectorStep(nn.Module):
+    """The training forward as one module, so DistributedDataParallel can wrap it: detector
+    outputs and the loss of this rank's share of the batch."""
+
+    def __init__(self, detector: nn.Module, loss: nn.Module):
+        super().__init__()
+        self.detector, self.loss = detector, loss
+
+    def forward(self, batch) -> torch.Tensor:
+        from sam3.train.loss.loss_fns import CORE_LOSS_KEY
+
+        outputs = self.detector(batch)
+        return self.loss(outputs, [self.detector.back_convert(t) for t in batch.find_targets])[CORE_LOSS_KEY]
 
 
 def _cxcywh(box: Sequence[float]) -> torch.Tensor:

@@ -24,6 +24,7 @@ from segmentation_node.sam3_backend.device import cpu_redirect
 from segmentation_node.sam3_backend.predictor import preprocess_image
 from segmentation_node.training.augment import AugmentConfig, augment, sample_geometry
 from segmentation_node.training.data import DataError, Frame, TrackClip, evenly_spaced, model_masks, track_clips
+from segmentation_node.training.distributed import Workers, sample_rng
 from segmentation_node.training.prompts import PromptMix, TrackerPrompt, tracker_prompt
 
 GRAD_CLIP_NORM = 0.1
@@ -67,7 +68,10 @@ class TrackerTrainer:
                  held_out_frames: Sequence[Frame], *, clip_length: int = 4, max_objects: int = 8,
                  clips_per_step: int = 1, lr: float = 1e-4, weight_decay: float = 0.05,
                  held_out_limit: int = 16, augment_config: AugmentConfig = AugmentConfig(),
-                 prompt_mix: PromptMix = PromptMix(), seed: int = 0, bf16: bool = False):
+                 prompt_mix: PromptMix = PromptMix(), seed: int = 0, bf16: bool = False,
+                 workers: Workers = Workers()):
+        """`clips_per_step`: clips per step over all ranks (each computes its share)."""
+        workers.share(clips_per_step)  # refuses a batch the ranks cannot split
         self.model = model
         self.train_clips = track_clips(train_frames, clip_length)
         # Non-overlapping windows: held-out loss should not count a frame twice.
@@ -82,7 +86,8 @@ class TrackerTrainer:
         self.augment_config = augment_config
         self.prompt_mix = prompt_mix
         self.bf16 = bf16
-        self.rng = np.random.default_rng(seed)
+        self.seed, self.workers, self.steps_done = seed, workers, 0
+        self._step: nn.Module | None = None  # the training forward, DDP-wrapped when distributed
         self.optimizer = torch.optim.AdamW(model.tracker.parameters(), lr=lr,
                                            weight_decay=weight_decay)
         self._held_out_inputs: list | None = None
@@ -96,9 +101,12 @@ class TrackerTrainer:
         saved_flags = {name: p.requires_grad for name, p in detector.named_parameters()}
         detector.eval()
         detector.requires_grad_(False)
+        # The tracker only: the frozen perception encoder is outside DDP (no gradients to share).
+        self._step = self.workers.wrap(_TrackerStep(tracker, self._clip_loss))
         try:
             yield
         finally:
+            self._step = None
             for name, parameter in detector.named_parameters():
                 parameter.requires_grad_(saved_flags[name])
             tracker.eval()
@@ -110,41 +118,45 @@ class TrackerTrainer:
         # (teacher_force_obj_scores_for_mem, prob_to_dropout_spatial_mem, rng): run the tracker's
         # inference control flow, as the cell does, while its submodules train (dropout on).
         tracker.training = False
-        loss = torch.stack([self._clip_loss(*self._draw_clip())
-                            for _ in range(self.clips_per_step)]).mean()
+        clips = []
+        for sample in self.workers.share(self.clips_per_step):
+            rng = sample_rng(self.seed, 2, self.steps_done, sample)
+            clips.append((*self._draw_clip(rng), int(rng.integers(2**62))))  # + the clip's dropout seed
+        loss = self._step(clips)  # the mean over this rank's clips
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # DDP averages the gradients over the ranks: the mean over all clips
         nn.utils.clip_grad_norm_(self.model.tracker.parameters(), GRAD_CLIP_NORM)
         self.optimizer.step()
-        return float(loss.detach())
+        self.steps_done += 1
+        return self.workers.sum([float(loss.detach())])[0] / self.workers.world
 
-    def _draw_clip(self) -> tuple[list[np.ndarray], np.ndarray, TrackerPrompt]:
+    def _draw_clip(self, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray, TrackerPrompt]:
         """A random clip and tracks, augmented with one geometry for all frames (objects keep
         moving as they did), the tracks still visible in frame 0, and a conditioning prompt."""
         while True:
-            clip = self.train_clips[int(self.rng.integers(len(self.train_clips)))]
-            track_ids = [int(t) for t in self.rng.permutation(clip.track_ids)[:self.max_objects]]
+            clip = self.train_clips[int(rng.integers(len(self.train_clips)))]
+            track_ids = [int(t) for t in rng.permutation(clip.track_ids)[:self.max_objects]]
             masks = clip_masks(clip, track_ids)
             height, width = masks.shape[-2:]
-            geometry = sample_geometry(self.rng, width, height, self.augment_config)
+            geometry = sample_geometry(rng, width, height, self.augment_config)
             images, augmented = [], []
             for frame, frame_masks in zip(clip.frames, masks):
-                image, frame_masks = augment(frame.image(), frame_masks, self.rng,
+                image, frame_masks = augment(frame.image(), frame_masks, rng,
                                              self.augment_config, geometry)
                 images.append(image)
                 augmented.append(frame_masks)
             masks = np.stack(augmented)
             visible = masks[0].reshape(len(track_ids), -1).any(axis=1)
             if visible.any():  # else augmentation hid every object of frame 0: draw again
-                return images, masks[:, visible], tracker_prompt(masks[0][visible], self.rng,
-                                                                 self.prompt_mix)
+                return images, masks[:, visible], tracker_prompt(masks[0][visible], rng, self.prompt_mix)
 
     @torch.no_grad()
     def held_out_loss(self) -> float:
         self.model.tracker.eval()
-        losses = [float(self._clip_loss(images, masks, TrackerPrompt(use_masks=True)))
-                  for images, masks in self._held_out()]
-        return float(np.mean(losses))
+        clips = self._held_out()[self.workers.rank::self.workers.world]  # each rank its share
+        total = sum(float(self._clip_loss(images, masks, TrackerPrompt(use_masks=True))) for images, masks in clips)
+        total, count = self.workers.sum([total, len(clips)])
+        return total / count
 
     def _held_out(self) -> list[tuple[list[np.ndarray], np.ndarray]]:
         """Fixed clips: no augmentation, the lowest track ids, GT-mask conditioning (as at run
@@ -193,6 +205,25 @@ class TrackerTrainer:
                 if mask_inputs is None:  # a mask-conditioned frame outputs its input: no signal
                     losses.append(mask_and_presence_loss(out["pred_masks_high_res"],
                                                          out["object_score_logits"], targets[index]))
+        return torch.stack(losses).mean()
+
+
+class _TrackerStep(nn.Module):
+    """The training forward as one module holding the tracker, so DistributedDataParallel
+    wraps exactly what trains: the mean loss of this rank's clips."""
+
+    def __init__(self, tracker: nn.Module, clip_loss):
+        super().__init__()
+        self.tracker, self.clip_loss = tracker, clip_loss
+
+    def forward(self, clips) -> torch.Tensor:
+        losses = []
+        for images, masks, prompt, dropout_seed in clips:
+            # Dropout from the clip's own seed: the same masks whichever rank trains the clip.
+            device = next(self.tracker.parameters()).device
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(dropout_seed)
+                losses.append(self.clip_loss(images, masks, prompt))
         return torch.stack(losses).mean()
 
 
