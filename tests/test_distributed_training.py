@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 import torch
 
 from segmentation_node.registry import ModelRegistry, load_registered_model
 from segmentation_node.sam3_backend.builder import build_small_sam3
 from segmentation_node.sam3_backend.checkpoint import load_checkpoint
+from segmentation_node.training import cli
+from segmentation_node.training.resume import StageResume
 from tests.test_training import IMAGE_SIZE, runs  # noqa: F401 - the same two synthetic runs
 
 STEPS = 3
@@ -28,17 +33,25 @@ STAGE2_TOLERANCE = 1e-6  # max |weight difference|; measured 1.2e-7 after 3 step
 STAGE1_TOLERANCE = 0.15
 
 
-def finetune(runs, out, stage: str, ranks: int):
+def command(runs, out, stage: str, ranks: int, steps: int = STEPS, *extra: str) -> list[str]:
     """One process, or torchrun with `ranks` gloo processes; the same global batch of 2."""
     arguments = ["--data", *map(str, runs), "--allow-unaudited", "--base", "small", "--stage", stage,
-                 "--steps", str(STEPS), "--eval-every", str(STEPS), "--patience", "0", "--split-by", "camera",
+                 "--steps", str(steps), "--eval-every", str(steps), "--patience", "0", "--split-by", "camera",
                  "--image-size", str(IMAGE_SIZE), "--batch-size", "2", "--held-out-samples", "2",
-                 "--clip-length", "3", "--max-objects", "4", "--seed", "1", "--no-progress", "--out", str(out)]
+                 "--clip-length", "3", "--max-objects", "4", "--seed", "1", "--no-progress", "--out", str(out),
+                 *extra]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] \
         if ranks > 1 else [sys.executable]
-    # One thread each: the same float reduction order in every process.
-    done = subprocess.run([*launcher, "-m", "segmentation_node.training.cli", *arguments], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return [*launcher, "-m", "segmentation_node.training.cli", *arguments]
+
+
+# One thread each: the same float reduction order in every process.
+ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def finetune(runs, out, stage: str, ranks: int, steps: int = STEPS, *extra: str):
+    done = subprocess.run(command(runs, out, stage, ranks, steps, *extra), capture_output=True, text=True,
+                          timeout=600, env=ENVIRONMENT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return json.loads(out.with_suffix(".report.json").read_text()), done.stdout
 
@@ -83,3 +96,51 @@ def test_a_two_rank_checkpoint_serves_from_the_registry(runs, tmp_path):
     registry.register(tmp_path / "two.pt", "ddp-1")
     entry, model = load_registered_model(registry, "ddp-1", device="cpu")  # strict load, checksum verified
     assert entry.version == "ddp-1" and model.image_size == IMAGE_SIZE
+
+
+def test_a_worker_killed_mid_run_restarts_from_the_last_state_and_ends_like_an_uninterrupted_run(runs, tmp_path):
+    """torchrun --max-restarts 1 and --resume: kill -9 one worker once the first state is saved;
+    the restarted workers continue after the saved step and end with the uninterrupted weights."""
+    steps = 8
+    finetune(runs, tmp_path / "straight.pt", "2", 2, steps, "--checkpoint-every", "2")
+    out = tmp_path / "killed.pt"
+    job = subprocess.Popen([*command(runs, out, "2", 2, steps, "--checkpoint-every", "2", "--resume")[:3],
+                            "--max-restarts=1", *command(runs, out, "2", 2, steps, "--checkpoint-every", "2",
+                                                         "--resume")[3:]],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENVIRONMENT)
+    state = cli.resume_path(out) / "stage2.pt"
+    try:
+        deadline = time.monotonic() + 300
+        while not state.exists():  # the first save: after step 2 (an atomic rename)
+            assert job.poll() is None and time.monotonic() < deadline, "no state saved"
+            time.sleep(0.02)
+        workers = [p for p in psutil.Process(job.pid).children(recursive=True)
+                   if "segmentation_node.training.cli" in " ".join(p.cmdline())]
+        assert len(workers) == 2
+        workers[1].send_signal(signal.SIGKILL)
+        printed, _ = job.communicate(timeout=600)
+    finally:
+        if job.poll() is None:  # the whole tree: torchrun's workers outlive it
+            for process in [*psutil.Process(job.pid).children(recursive=True), psutil.Process(job.pid)]:
+                process.kill()
+    assert job.returncode == 0, printed[-3000:]
+    report = json.loads(out.with_suffix(".report.json").read_text())["stages"][0]
+    assert 2 <= report["resumed_at"] < steps and report["steps_run"] == steps, report
+    assert not cli.resume_path(out).exists(), "a finished run leaves nothing to resume"
+    a, b = parameters(tmp_path / "straight.pt", "tracker"), parameters(out, "tracker")
+    worst = max(float((a[name] - b[name]).abs().max()) for name in a)
+    print(f"\nkilled after step {report['resumed_at']}, restarted: max |weight difference| {worst:.2g}")
+    assert worst <= STAGE2_TOLERANCE
+
+
+def test_resuming_another_runs_state_is_refused_in_one_line(runs, tmp_path):
+    out = tmp_path / "model.pt"
+    saved = cli.resume_path(out)
+    saved.mkdir()
+    finetune_state = StageResume(saved / "stage2.pt", 2, True, {"lr": "0.5"})
+    finetune_state.save({"finished": False})
+    done = subprocess.run(command(runs, out, "2", 1, STEPS, "--resume"), capture_output=True, text=True,
+                          timeout=600, env=ENVIRONMENT)
+    said = [line for line in done.stderr.splitlines() if line.startswith("workcell_finetune")]
+    assert done.returncode == 2 and len(said) == 1, done.stderr[-2000:]
+    assert "was saved by another run (differs in: " in said[0] and " lr, " in said[0]

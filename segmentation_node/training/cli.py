@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,10 +27,13 @@ from segmentation_node.sam3_backend.checkpoint import (CheckpointError, is_finet
 from segmentation_node.training.data import SPLIT_KINDS, DataError, load_training_data, split_frames
 from segmentation_node.training.distributed import Workers, start, stop
 from segmentation_node.training.loop import StageReport, run_stage
+from segmentation_node.training.resume import ResumeError, StageResume
 from segmentation_node.training.stage1 import DetectorTrainer
 from segmentation_node.training.stage2 import TrackerTrainer
 
 STAGES = {"1": (1,), "2": (2,), "both": (1, 2)}
+# Arguments a resumed run may change: how it is run, not what it trains.
+RUN_INDEPENDENT_ARGUMENTS = ("resume", "no_progress", "checkpoint_every", "device")
 DEFAULT_SMALL_IMAGE_SIZE = 224
 
 
@@ -80,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ontology YAML (default: the package's config/ontology.yaml)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint to write")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-every", type=int, default=50,
+                        help="save the stage's state every N steps to OUT.resume/ (0: at stage ends only)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT.resume/ when it holds this run's state (else start); "
+                             "keep it in a torchrun --max-restarts command so a restart continues")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -88,18 +97,23 @@ def report_path(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".report.json")
 
 
+def resume_path(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name + ".resume")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.steps < 0 or args.eval_every < 1 or args.patience < 0 or args.batch_size < 1:
-        parser.error("need --steps >= 0, --eval-every >= 1, --patience >= 0, --batch-size >= 1")
+    if args.steps < 0 or args.eval_every < 1 or args.patience < 0 or args.batch_size < 1 or args.checkpoint_every < 0:
+        parser.error("need --steps >= 0, --eval-every >= 1, --patience >= 0, --batch-size >= 1, "
+                     "--checkpoint-every >= 0")
     if not 0.0 < args.held_out_fraction < 1.0:
         parser.error("--held-out-fraction must be in (0, 1)")
     workers = start(_device(args))
     logging.basicConfig(level=logging.INFO, format=f"workcell_finetune: {workers.prefix}%(message)s")
     try:
         return _finetune(args, workers)
-    except (UsageError, DataError, CheckpointError, OntologyError, FileNotFoundError) as error:
+    except (UsageError, DataError, CheckpointError, OntologyError, FileNotFoundError, ResumeError) as error:
         print(f"workcell_finetune: {workers.prefix}{error}", file=sys.stderr)
         return 2
     finally:
@@ -148,10 +162,16 @@ def _finetune(args: argparse.Namespace, workers: Workers) -> int:
         trainers.append(TrackerTrainer(model, split.train, split.held_out,
                                        clip_length=args.clip_length, max_objects=args.max_objects,
                                        clips_per_step=args.batch_size, **common))
+    resume_dir = resume_path(args.out)
+    if workers.main and not args.resume:
+        shutil.rmtree(resume_dir, ignore_errors=True)  # a fresh run
+    fingerprint = {k: v for k, v in _jsonable(vars(args)).items() if k not in RUN_INDEPENDENT_ARGUMENTS}
     reports: list[StageReport] = []
-    for trainer in trainers:
+    for index, trainer in zip(STAGES[args.stage], trainers):
+        resume = StageResume(resume_dir / f"stage{index}.pt", args.checkpoint_every, workers.main, fingerprint,
+                             continue_saved=args.resume)
         reports.append(run_stage(trainer, args.steps, args.eval_every, args.patience,
-                                 progress=not args.no_progress and workers.main))
+                                 progress=not args.no_progress and workers.main, resume=resume))
         say(reports[-1].summary())
 
     report = {
@@ -171,6 +191,7 @@ def _finetune(args: argparse.Namespace, workers: Workers) -> int:
     report["model_version"] = version
     report_file = report_path(args.out)
     atomic_write_bytes(report_file, json.dumps(report, indent=1).encode())
+    shutil.rmtree(resume_dir, ignore_errors=True)  # done: nothing left to resume
     say(f"checkpoint: {args.out} (model_version {version})\nreport: {report_file}")
     return 0
 

@@ -67,6 +67,11 @@ def sample_rng(seed: int, stage: int, step: int, sample: int) -> np.random.Gener
     return np.random.default_rng([seed, stage, step, sample])
 
 
+def dropout_seed(seed: int, stage: int, step: int, rank: int) -> int:
+    """The torch seed of one rank's step (a stage whose batch draws its dropout at once)."""
+    return int(np.random.default_rng([seed, stage, step, rank, 1]).integers(2**62))
+
+
 def start(device: torch.device) -> Workers:
     """The process group of a torchrun job (NCCL on CUDA, gloo otherwise), or one process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -74,7 +79,14 @@ def start(device: torch.device) -> Workers:
         return Workers()
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend=backend)
+        # torchrun's store, with keys of this attempt only: after a restart (--max-restarts) the
+        # store can still hold the dead workers' addresses, and a rank that reads one first
+        # fails to connect (pytorch/pytorch#167288; measured here: 2 failed restarts of 3).
+        store, rank, world = next(torch.distributed.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        torch.distributed.init_process_group(
+            backend=backend, store=torch.distributed.PrefixStore(f"workcell_finetune/attempt_{attempt}", store),
+            rank=rank, world_size=world)
     return Workers(torch.distributed.get_rank(), torch.distributed.get_world_size(),
                    int(os.environ.get("LOCAL_RANK", "0")))
 

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from segmentation_node.training.resume import StageResume
+
 
 class StageTrainer(Protocol):
     name: str
@@ -20,6 +22,9 @@ class StageTrainer(Protocol):
 
     def session(self) -> AbstractContextManager[None]:
         """Puts the model in this stage's training configuration, and back afterwards."""
+
+    steps_done: int  # the next train_step is step steps_done + 1; set on resume
+    optimizer: torch.optim.Optimizer
 
     def train_step(self) -> float: ...
 
@@ -60,6 +65,7 @@ class StageReport:
     best_step: int = 0
     best_held_out: float = math.inf
     stop_reason: str = ""
+    resumed_at: int = 0  # the step a resumed run continued after (0: ran from the start)
 
     def as_dict(self) -> dict:
         """JSON-ready: a non-finite loss (diverged, never evaluated) becomes null."""
@@ -78,24 +84,43 @@ class StageReport:
             f"  train loss     {train}",
             f"  held-out loss  {held} (best {self.best_held_out:.4g} at step {self.best_step}; "
             f"step 0 = before training)",
-            f"  stopped: {self.stop_reason}"))
+            f"  stopped: {self.stop_reason}" + (f" (resumed after step {self.resumed_at})" if self.resumed_at else "")))
 
 
 def run_stage(trainer: StageTrainer, steps: int, eval_every: int, patience: int,
-              progress: bool = True) -> StageReport:
+              progress: bool = True, resume: StageResume | None = None) -> StageReport:
     """Train up to `steps` steps, evaluating held-out loss before training and every
-    `eval_every` steps; the model ends with the weights of the best evaluation."""
+    `eval_every` steps; the model ends with the weights of the best evaluation. With `resume`:
+    continue from its saved state, and save every `resume.every` steps and at the end."""
     if steps < 0 or eval_every < 1 or patience < 0:
         raise ValueError("need steps >= 0, eval_every >= 1 and patience >= 0")
+    saved = resume.load() if resume else None
+    if saved is not None and saved["finished"]:
+        _restore(trainer, saved["weights"])
+        return StageReport(**saved["report"])
     stopper = EarlyStopping(patience)
     report = StageReport(trainer.name, 0, 0.0, [], stop_reason=f"reached --steps {steps}")
-    training_seconds = 0.0
+    training_seconds, first = 0.0, 1
     with trainer.session():
-        held_out = trainer.held_out_loss()
-        report.held_out.append((0, held_out))
-        stopper.update(0, held_out)
-        best = _snapshot(trainer)
-        bar = tqdm(range(1, steps + 1), desc=trainer.name, unit="step", disable=not progress)
+        if saved is None:
+            held_out = trainer.held_out_loss()
+            report.held_out.append((0, held_out))
+            stopper.update(0, held_out)
+            best = _snapshot(trainer)
+        else:  # where the saved state left off
+            _restore(trainer, saved["weights"])
+            trainer.optimizer.load_state_dict(saved["optimizer"])
+            report, stopper, best = StageReport(**saved["report"]), EarlyStopping(**saved["stopper"]), saved["best"]
+            held_out, training_seconds = report.held_out[-1][1], saved["training_seconds"]
+            trainer.steps_done, first = report.steps_run, report.steps_run + 1
+            report.resumed_at = report.steps_run
+
+        def state(finished: bool) -> dict:
+            return {"finished": finished, "weights": _snapshot(trainer), "best": best, "report": asdict(report),
+                    "stopper": asdict(stopper), "optimizer": trainer.optimizer.state_dict(),
+                    "training_seconds": training_seconds}
+
+        bar = tqdm(range(first, steps + 1), desc=trainer.name, unit="step", disable=not progress)
         for step in bar:
             start = time.perf_counter()
             loss = trainer.train_step()
@@ -115,11 +140,15 @@ def run_stage(trainer: StageTrainer, steps: int, eval_every: int, patience: int,
                                           f"evaluations")
                     break
             bar.set_postfix(train=f"{loss:.4g}", held_out=f"{held_out:.4g}")
+            if resume and resume.due(step):
+                resume.save(state(finished=False))
         bar.close()
         _restore(trainer, best)
     report.seconds_per_step = training_seconds / max(report.steps_run, 1)
     report.best_step = stopper.best_step if stopper.best_step is not None else 0
     report.best_held_out = stopper.best_loss
+    if resume:
+        resume.save(state(finished=True))
     return report
 
 

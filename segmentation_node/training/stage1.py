@@ -26,7 +26,7 @@ from segmentation_node.sam3_backend.predictor import preprocess_image
 from segmentation_node.training.augment import AugmentConfig, augment
 from segmentation_node.training.data import (AnnotatedObject, DataError, Frame, annotated_objects,
                                              evenly_spaced, model_masks)
-from segmentation_node.training.distributed import Workers, sample_rng
+from segmentation_node.training.distributed import Workers, dropout_seed, sample_rng
 from segmentation_node.training.prompts import PromptMix, Query, held_out_queries, training_queries
 
 FROZEN_BACKBONE = ("backbone.vision_backbone.trunk.", "backbone.language_backbone.")
@@ -184,6 +184,8 @@ class DetectorTrainer:
             detector.backbone.vision_backbone.trunk.eval()
             detector.backbone.language_backbone.eval()
         batch = self._training_batch(self.steps_done)
+        # Dropout from the step's own seed: a resumed run draws what the uninterrupted one did.
+        torch.manual_seed(dropout_seed(self.seed, 1, self.steps_done, self.workers.rank))
         with self._compute_context():
             loss = self._step(batch)
         self.optimizer.zero_grad(set_to_none=True)
