@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import io
 import json
-import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -40,8 +39,6 @@ import numpy as np
 
 from segmentation_node.atomic_io import file_sha256, fsync_directory
 from segmentation_node.sam3_backend.onnx_export import ExportedStage
-
-log = logging.getLogger(__name__)
 
 QUANTIZED = ("int8", "fp8")
 # How each precision gets into the ONNX; part of the engine key.
@@ -115,7 +112,6 @@ def apply_precision(exported: ExportedStage, precision: str, work_dir: Path | st
         fsync_directory(folder.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("%s", model.report())
     return model
 
 

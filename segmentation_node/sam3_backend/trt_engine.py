@@ -165,6 +165,7 @@ def ensure_engine(cache: EngineCache, exported: ExportedStage, precision: str = 
     _check_precision_supported(trt, gpu, stage_precision(exported.stage, precision, CALIBRATED_STAGE))
     converted, calibration_sha256 = precision_model(exported, precision, cache.root / PRECISION_DIR,
                                                     calibration_images)
+    log.info("%s", converted.report())
     key = engine_key(exported, converted, gpu, trt.__version__, workspace_mib, calibration_sha256)
     log.info("%s", cache.describe(key))
     plan, built = cache.get_or_build(key, lambda: build_plan(converted, workspace_mib))
