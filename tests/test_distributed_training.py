@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -110,15 +109,19 @@ def test_a_worker_killed_mid_run_restarts_from_the_last_state_and_ends_like_an_u
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENVIRONMENT)
     state = cli.resume_path(out) / "stage2.pt"
     try:
-        deadline = time.monotonic() + 300
-        while not state.exists():  # the first save: after step 2 (an atomic rename)
-            assert job.poll() is None and time.monotonic() < deadline, "no state saved"
-            time.sleep(0.02)
+        before = []
+        for line in job.stdout:  # until rank 0 says it saved the first state (after step 2)
+            before.append(line)
+            if f"saved {state} after step" in line:
+                break
+        else:
+            raise AssertionError("no state saved:\n" + "".join(before[-40:]))
         workers = [p for p in psutil.Process(job.pid).children(recursive=True)
                    if "segmentation_node.training.cli" in " ".join(p.cmdline())]
         assert len(workers) == 2
         workers[1].send_signal(signal.SIGKILL)
         printed, _ = job.communicate(timeout=600)
+        printed = "".join(before) + printed
     finally:
         if job.poll() is None:  # the whole tree: torchrun's workers outlive it
             for process in [*psutil.Process(job.pid).children(recursive=True), psutil.Process(job.pid)]:

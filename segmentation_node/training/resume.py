@@ -8,6 +8,7 @@ On several machines the resume folder must be on a filesystem every rank reads."
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from segmentation_node.atomic_io import atomic_write_bytes
 
 FORMAT = 1
+log = logging.getLogger(__name__)
 
 
 class ResumeError(ValueError):
@@ -53,3 +55,5 @@ class StageResume:
         buffer = io.BytesIO()
         torch.save({**state, "format": FORMAT, "fingerprint": self.fingerprint}, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
+        # Where a restart would continue from: the operator's (and the restart test's) cue.
+        log.info("saved %s after step %d", self.path, state["report"]["steps_run"])
