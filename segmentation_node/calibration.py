@@ -166,7 +166,8 @@ class LiveCalibration:
     images (`problem`: the camera's images are bad input until it matches again). Without one,
     each camera's image size comes from its camera_info, and its geometry (cross-view identity)
     from the intrinsics and the static chain from `workcell_frame` to camera_info's frame_id.
-    Not thread-safe: the node calls it from its executor thread only."""
+    The node changes it from its executor thread only; the worker reads `image_size` (one
+    dict lookup, atomic under the GIL)."""
 
     def __init__(self, workcell_frame: str):
         self.workcell_frame = workcell_frame

@@ -86,7 +86,9 @@ _ENCODINGS = {
 }
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 CV_BRIDGE_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")  # converted alike by cv_bridge
-TRANSPORTS = ("raw", "compressed")  # image_transport's names: <camera>/image_raw, .../compressed
+# image_transport's transports and the topic each subscribes under <camera>/.
+TRANSPORT_TOPICS = {"raw": "image_raw", "compressed": "image_raw/compressed"}
+TRANSPORTS = tuple(TRANSPORT_TOPICS)
 # What CompressedImage.format may say (image_transport: "jpeg", or "bgr8; jpeg compressed bgr8").
 COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
 
@@ -141,6 +143,15 @@ def to_rgb(message, to_8bit: SixteenBitRule = HIGH_BYTE) -> np.ndarray:
     """H x W x 3 uint8 RGB for the model (a view when the message already is rgb8)."""
     pixels = view(message)  # validates the encoding first
     return _ENCODINGS[message.encoding.lower()][2](pixels, to_8bit)
+
+
+def per_camera_transports(transports: list[str], cameras: list[str]) -> list[str]:
+    """Each camera's transport from one for all or one per camera; ValueError otherwise."""
+    transports = [t.strip() for t in transports]
+    if len(transports) not in (1, len(cameras)) or any(t not in TRANSPORTS for t in transports):
+        raise ValueError(f"transport must be {' or '.join(TRANSPORTS)}, once or once per camera "
+                         f"({len(cameras)}); got {','.join(transports)}")
+    return transports * len(cameras) if len(transports) == 1 else transports
 
 
 def check_compressed(message) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from segmentation_node.backends import BACKENDS, PRECISIONS
-from segmentation_node.image_codec import TRANSPORTS
+from segmentation_node.image_codec import TRANSPORT_TOPICS, TRANSPORTS, per_camera_transports
 from segmentation_node.parameters import SEGMENTATION_PARAMETERS
 
 PROFILES = ("cpu", "orin", "thor")
@@ -67,10 +67,7 @@ def segmentation_plan(values: dict[str, str], profile: dict) -> tuple[dict, list
     transports = _names(values.get("transport", "")) or list(profile.get("transport") or _DECLARED["transport"].default)
     if values.get("transport"):
         overrides["transport"] = transports
-    if len(transports) not in (1, len(cameras)) or any(t not in TRANSPORTS for t in transports):
-        raise ValueError(f"transport must be {' or '.join(TRANSPORTS)}, once or once per camera ({len(cameras)}); "
-                         f"got {','.join(transports)}")
-    per_camera = transports * len(cameras) if len(transports) == 1 else transports
+    per_camera = per_camera_transports(transports, cameras)
     autostart = values.get("autostart", "true").lower()
     if autostart not in ("true", "false"):
         raise ValueError(f"autostart must be true or false; got '{values['autostart']}'")
@@ -79,7 +76,7 @@ def segmentation_plan(values: dict[str, str], profile: dict) -> tuple[dict, list
     # The node subscribes relative names inside its namespace: point each at its driver.
     remappings = []
     for camera, transport in zip(cameras, per_camera):
-        image = "image_raw/compressed" if transport == "compressed" else "image_raw"
+        image = TRANSPORT_TOPICS[transport]
         remappings += [(f"{camera}/{topic}", f"{prefix}/{camera}/{topic}") for topic in (image, "camera_info")]
     return overrides, remappings
 

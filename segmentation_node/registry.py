@@ -163,21 +163,18 @@ class ModelRegistry:
             raise RegistryError(f"{path / MANIFEST} is not a model manifest (bad or missing {error})") from None
 
     def entries(self) -> list[ModelEntry]:
-        """Readable versions, oldest first; `problems()` names the unreadable ones."""
-        found = []
-        for version in self._versions():
-            with contextlib.suppress(RegistryError):
-                found.append(self.entry(version))
-        return sorted(found, key=lambda e: e.created_ns)
+        """Readable versions, oldest first (`scan` also names the unreadable ones)."""
+        return self.scan()[0]
 
-    def problems(self) -> list[str]:
-        problems = []
+    def scan(self) -> tuple[list[ModelEntry], list[str]]:
+        """(readable versions oldest first, why each unreadable one is), reading each manifest once."""
+        found, problems = [], []
         for version in self._versions():
             try:
-                self.entry(version)
+                found.append(self.entry(version))
             except RegistryError as error:
                 problems.append(str(error))
-        return problems
+        return sorted(found, key=lambda e: e.created_ns), problems
 
     def _versions(self) -> list[str]:
         models = self.root / MODELS
@@ -305,10 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             promoted = registry.promoted()
             print("| version | parent | verdict | sha256 | promoted |\n|---|---|---|---|---|")
-            for entry in registry.entries():
+            entries, problems = registry.scan()
+            for entry in entries:
                 mark = "**current**" if promoted and entry.version == promoted.version else ""
                 print(f"| {entry.version} | {entry.parent or '-'} | {entry.verdict} | {entry.sha256[:12]} | {mark} |")
-            for problem in registry.problems():
+            for problem in problems:
                 print(f"workcell_registry: unreadable: {problem}", file=sys.stderr)
         elif args.command == "register":
             entry = registry.register(args.weights, args.version, args.parent, args.notes)

@@ -12,8 +12,9 @@ from typing import Callable
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
-from segmentation_node.image_codec import (CV_BRIDGE_ENCODINGS, HIGH_BYTE, TRANSPORTS, ImageError, SixteenBitRule,
-                                           check_compressed, check_format, decode_compressed, to_rgb)
+from segmentation_node.image_codec import (CV_BRIDGE_ENCODINGS, HIGH_BYTE, TRANSPORT_TOPICS, TRANSPORTS, ImageError,
+                                           SixteenBitRule, check_compressed, check_format, decode_compressed,
+                                           to_rgb)
 
 Size = tuple[int, int] | None  # (rows, columns) the camera is calibrated for; None: not known
 
@@ -55,10 +56,10 @@ class CameraInput:
 
 def camera_input(transport: str, to_8bit: SixteenBitRule = HIGH_BYTE) -> CameraInput:
     if transport == "compressed":
-        return CameraInput("image_raw/compressed", CompressedImage, "decode (compressed)",
+        return CameraInput(TRANSPORT_TOPICS[transport], CompressedImage, "decode (compressed)",
                            lambda message, size: check_compressed(message),
                            lambda message, size: decode_compressed(message, size, to_8bit))
     if transport == "raw":
         convert = make_converter(to_8bit)
-        return CameraInput("image_raw", Image, "conversion", check_format, lambda message, size: convert(message))
+        return CameraInput(TRANSPORT_TOPICS[transport], Image, "conversion", check_format, lambda message, size: convert(message))
     raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}; got '{transport}'")

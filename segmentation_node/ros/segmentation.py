@@ -47,7 +47,7 @@ from segmentation_node.flywheel.logger import FlywheelLogger, FlywheelPolicy
 from segmentation_node.flywheel.pseudo_labels import PseudoLabelPolicy
 from segmentation_node.gate import printable
 from segmentation_node.gate_monitor import GateMonitor
-from segmentation_node.image_codec import ImageError, SixteenBitRule
+from segmentation_node.image_codec import ImageError, SixteenBitRule, per_camera_transports
 from segmentation_node.masks import label_image
 from segmentation_node.overlay import OverlayItem, draw_overlay
 from segmentation_node.perception.actionability import ActionabilityConfig, Conditions, Verdict, decide
@@ -60,7 +60,6 @@ from segmentation_node.perception.view_quality import ViewQualityCheck
 from segmentation_node.registry import ModelRegistry, load_registered_model
 from segmentation_node.result_publisher import ResultPublisher
 from segmentation_node.ros.contained import contained
-from segmentation_node.image_codec import TRANSPORTS
 from segmentation_node.parameters import SEGMENTATION_PARAMETERS
 from segmentation_node.ros.image_conversion import camera_input
 from segmentation_node.ros.message_info import Arrived, received_ns, subscribe_with_info
@@ -93,6 +92,7 @@ class SegmentationNode(LifecycleNode):
         self._registry_version = ""
         self._version_before_swap = ""
         self._io = []
+        self._inputs_io = []  # camera-side subscriptions, while active
         if self.get_parameter("autostart").value:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
@@ -175,11 +175,7 @@ class SegmentationNode(LifecycleNode):
         bad = [c for c in self.cameras if not _CAMERA_NAME.match(c)]
         if not self.cameras or bad or len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"cameras must be unique names like cam_left; got {value('cameras')}")
-        transports = [t.strip() for t in value("transport")]
-        if len(transports) not in (1, len(self.cameras)) or any(t not in TRANSPORTS for t in transports):
-            raise ValueError(f"transport must be {' or '.join(TRANSPORTS)}, once or once per camera "
-                             f"({len(self.cameras)}); got {value('transport')}")
-        self.transports = dict(zip(self.cameras, transports * len(self.cameras) if len(transports) == 1 else transports))
+        self.transports = dict(zip(self.cameras, per_camera_transports(value("transport"), self.cameras)))
         self.sixteen_bit = SixteenBitRule(value("sixteen_bit"))
         self.backend_name = value("backend")
         self.commissioning_file = value("commissioning_file")
@@ -293,7 +289,7 @@ class SegmentationNode(LifecycleNode):
                                      endpoint_qos(SEGMENTATION_NODE, "hard_case_report"))]
 
     def _unsubscribe_inputs(self) -> None:
-        for subscription in getattr(self, "_inputs_io", []):
+        for subscription in self._inputs_io:
             self.destroy_subscription(subscription)
         self._inputs_io = []
 

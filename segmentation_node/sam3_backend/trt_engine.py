@@ -74,8 +74,8 @@ def require_tensorrt_and_gpu():
     return import_tensorrt(), require_cuda_gpu()
 
 
-def tensorrt_major(trt) -> int:
-    return int(trt.__version__.split(".")[0])
+def tensorrt_major(version: str) -> int:
+    return int(version.split(".")[0])
 
 
 def strongly_typed(major: int) -> bool:
@@ -132,7 +132,7 @@ def calibration_batches(files: Sequence[Path], image_size: int, views: int) -> I
 
 def engine_key(exported: ExportedStage, converted: PrecisionModel, gpu: GpuIdentity, tensorrt_version: str,
                workspace_mib: int, calibration_sha256: str | None) -> EngineKey:
-    major = int(tensorrt_version.split(".")[0])
+    major = tensorrt_major(tensorrt_version)
     return EngineKey.create(
         stage=exported.stage, onnx_sha256=converted.sha256, gpu_name=gpu.name,
         compute_capability=gpu.compute_capability, tensorrt_version=tensorrt_version,
@@ -176,7 +176,7 @@ def ensure_engine(cache: EngineCache, exported: ExportedStage, precision: str = 
 def build_plan(converted: PrecisionModel, workspace_mib: int) -> bytes:
     """Parse the ONNX and build a serialized engine (minutes for the full model)."""
     trt = import_tensorrt()
-    major = tensorrt_major(trt)
+    major = tensorrt_major(trt.__version__)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     if strongly_typed(major):
@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _check_precision_supported(trt, gpu: GpuIdentity, precision: str) -> None:
     if precision != "fp8":
         return
-    if not strongly_typed(tensorrt_major(trt)) and not hasattr(trt.BuilderFlag, "FP8"):
+    if not strongly_typed(tensorrt_major(trt.__version__)) and not hasattr(trt.BuilderFlag, "FP8"):
         raise ValueError(f"fp8 needs TensorRT >= 8.6, this is {trt.__version__}")
     capability = tuple(int(part) for part in gpu.compute_capability.split("."))
     if capability < FP8_MIN_CAPABILITY:
