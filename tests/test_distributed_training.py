@@ -141,7 +141,7 @@ def test_resuming_another_runs_state_is_refused_in_one_line(runs, tmp_path):
     saved = cli.resume_path(out)
     saved.mkdir()
     finetune_state = StageResume(saved / "stage2.pt", 2, True, {"lr": "0.5"})
-    finetune_state.save({"finished": False})
+    finetune_state.save({"finished": False}, 2)
     done = subprocess.run(command(runs, out, "2", 1, STEPS, "--resume"), capture_output=True, text=True,
                           timeout=600, env=ENVIRONMENT)
     said = [line for line in done.stderr.splitlines() if line.startswith("workcell_finetune")]

@@ -141,14 +141,14 @@ def run_stage(trainer: StageTrainer, steps: int, eval_every: int, patience: int,
                     break
             bar.set_postfix(train=f"{loss:.4g}", held_out=f"{held_out:.4g}")
             if resume and resume.due(step):
-                resume.save(state(finished=False))
+                resume.save(state(finished=False), step)
         bar.close()
         _restore(trainer, best)
     report.seconds_per_step = training_seconds / max(report.steps_run, 1)
     report.best_step = stopper.best_step if stopper.best_step is not None else 0
     report.best_held_out = stopper.best_loss
     if resume:
-        resume.save(state(finished=True))
+        resume.save(state(finished=True), report.steps_run)
     return report
 
 

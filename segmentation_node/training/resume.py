@@ -49,11 +49,12 @@ class StageResume:
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
 
-    def save(self, state: dict) -> None:
+    def save(self, state: dict, step: int) -> None:
+        """`state` as it stands after `step`."""
         if not self.writer:
             return
         buffer = io.BytesIO()
         torch.save({**state, "format": FORMAT, "fingerprint": self.fingerprint}, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
         # Where a restart would continue from: the operator's (and the restart test's) cue.
-        log.info("saved %s after step %d", self.path, state["report"]["steps_run"])
+        log.info("saved %s after step %d", self.path, step)
