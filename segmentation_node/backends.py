@@ -23,12 +23,19 @@ class BackendSpec:
     precision: str = "fp16"
     calibration_images: str = ""
     views: int = 1  # TensorRT engines are built for this many views
+    image_size: int = 0  # square model input in px; 0: the model's own (1008 full size)
+    max_objects: int = 16  # tracked objects per view
 
     def __post_init__(self):
         if self.name not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got '{self.name}'")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'")
+        if self.image_size and (self.image_size % 14 or self.image_size < 112):
+            raise ValueError(f"image_size must be 0 (the model's own) or a multiple of 14 >= 112; "
+                             f"got {self.image_size}")
+        if self.max_objects < 1:
+            raise ValueError(f"max_objects must be >= 1; got {self.max_objects}")
         if self.model_registry and self.name not in CHECKPOINT_BACKENDS:
             raise ValueError(f"a model registry serves {' or '.join(CHECKPOINT_BACKENDS)}; the backend is '{self.name}'")
         if self.name in CHECKPOINT_BACKENDS and not self.model_registry \
@@ -58,12 +65,18 @@ class BackendSpec:
         return self.wrap(build_sam3(Path(self.checkpoint).expanduser())), ""
 
     def wrap(self, model) -> SegmentationBackend:
-        """A SAM3 model behind the backend interface: torch, or TensorRT engines (built or reused)."""
+        """A SAM3 model behind the backend interface at the configured input size: torch, or
+        TensorRT engines (built or reused; their cache key holds the size)."""
+        if self.image_size and self.image_size != model.image_size:
+            from segmentation_node.sam3_backend.builder import resize_input
+
+            resize_input(model, self.image_size)
         if self.name == "sam3_trt":
             from segmentation_node.sam3_backend.trt_backend import build_trt_backend
 
             return build_trt_backend(model, Path(self.engine_cache).expanduser(), self.precision,
-                                     views=self.views, calibration_images=self.calibration_images or None)
+                                     views=self.views, calibration_images=self.calibration_images or None,
+                                     max_objects=self.max_objects)
         from segmentation_node.sam3_backend.backend import Sam3Backend
 
-        return Sam3Backend(model)
+        return Sam3Backend(model, max_objects=self.max_objects)

@@ -185,7 +185,8 @@ class SegmentationNode(LifecycleNode):
         self.model_registry = value("model_registry")
         self.backend_spec = BackendSpec(self.backend_name, value("checkpoint"), self.model_registry,
                                         value("model_version"), value("engine_cache"), value("precision"),
-                                        value("calibration_images"), views=len(self.cameras))
+                                        value("calibration_images"), views=len(self.cameras),
+                                        image_size=value("image_size"), max_objects=value("max_objects"))
         if self.backend_name == "classical" and not self.commissioning_file:
             raise ValueError("backend 'classical' needs commissioning_file (see workcell_commission)")
         self.flywheel_dir = value("flywheel_dir")

@@ -99,6 +99,37 @@ def build_full_size_sam3_random(seed: int = 0, device: torch.device | str | None
     return _build_full(None, f"sam3-full-random-seed{seed}", seed=seed, device=device)
 
 
+def resize_input(model: Sam3Model, image_size: int) -> None:
+    """Run `model` at another square input size (a multiple of 14): the ViT's global-attention
+    RoPE tables are rebuilt for the new grid (interpolated to the pretraining grid, as the ViT
+    does at construction) and the tracker's size-derived attributes follow. Window attention,
+    the tiled absolute position embedding and the feature-size caches adapt on their own.
+    Accuracy away from the trained 1008 px is the release gate's to judge on your data."""
+    if image_size % PATCH_SIZE or image_size < 8 * PATCH_SIZE:
+        raise ValueError(f"image size must be a multiple of {PATCH_SIZE} and >= {8 * PATCH_SIZE}, "
+                         f"got {image_size}")
+    grid = image_size // PATCH_SIZE
+    with cpu_redirect():
+        for block in model.detector.backbone.vision_backbone.trunk.blocks:
+            if block.window_size == 0:  # global attention: RoPE over the whole grid
+                block.attn.input_size = (grid, grid)
+                block.attn._setup_rope_freqs()
+                block.attn.freqs_cis = block.attn.freqs_cis.to(model.device)
+    tracker = model.tracker
+    tracker.image_size = image_size
+    tracker.low_res_mask_size = grid * 4
+    tracker.input_mask_size = grid * 16
+    tracker.sam_image_embedding_size = grid
+    prompt_encoder = tracker.sam_prompt_encoder
+    prompt_encoder.image_embedding_size = (grid, grid)
+    prompt_encoder.input_image_size = (image_size, image_size)
+    prompt_encoder.mask_input_size = (grid * 4, grid * 4)
+    # The mask downsampler's total stride is 16.
+    tracker.maskmem_backbone.mask_downsampler.interpol_size = [grid * 16, grid * 16]
+    model.image_size = image_size
+    model.model_version = f"{model.model_version.split('@')[0]}@{image_size}px"
+
+
 def _build_full(checkpoint: str | None, version: str, seed: int,
                 device: torch.device | str | None) -> Sam3Model:
     from sam3.model_builder import build_sam3_video_model

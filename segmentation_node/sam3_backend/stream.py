@@ -110,10 +110,13 @@ class TrackerStream:
             image=image, point_inputs=None, mask_inputs=mask_inputs, output_dict=self._memory,
             num_frames=self._frame_index + 1, run_mem_encoder=True)
         kind = "cond_frame_outputs" if conditioning else "non_cond_frame_outputs"
-        # Only what later frames read back (see Sam3TrackerBase._prepare_memory_conditioned_features).
+        # Only what later frames read back (see Sam3TrackerBase._prepare_memory_conditioned_features);
+        # eff_iou_score exists where the tracker selects memory frames by it (the full model):
+        # without it only the previous frame would be attended.
         self._memory[kind][self._frame_index] = {
             key: out[key] for key in ("maskmem_features", "maskmem_pos_enc", "pred_masks",
-                                      "obj_ptr", "object_score_logits")}
+                                      "obj_ptr", "object_score_logits", "eff_iou_score")
+            if key in out}
         past = self._memory["non_cond_frame_outputs"]
         while len(past) > self.max_memory_frames:
             del past[min(past)]
