@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -22,7 +21,7 @@ from typing import Callable
 import cv2
 import torch
 
-from segmentation_node.benchmarking import memcpy_ms
+from segmentation_node.benchmarking import cpu_name, memcpy_ms
 from segmentation_node.perception.types import CameraFrame, Prompt
 from segmentation_node.sam3_backend.backend import Sam3Backend
 from segmentation_node.sam3_backend.builder import Sam3Model
@@ -41,14 +40,8 @@ PROMPTS = [Prompt(text, text) for text in ("metal part", "bin", "gripper", "hand
 
 
 def device_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA GPU"
-    return f"CPU: {cpu}, {torch.get_num_threads()} threads (torch and onnxruntime); GPU: {gpu}"
+    return f"CPU: {cpu_name()}, {torch.get_num_threads()} threads (torch and onnxruntime); GPU: {gpu}"
 
 
 def median_ms(run: Callable[[], object], repeats: int) -> float:

@@ -1,6 +1,9 @@
-"""Shared by the benchmark scripts: the yardstick every overhead is divided by."""
+"""Shared by the benchmark scripts and workcell_sizing: the yardsticks measured in the same run
+(a memcpy every overhead is divided by, copy bandwidth, GEMM rate) and the CPU's name."""
 from __future__ import annotations
 
+import os
+import platform
 import time
 
 import numpy as np
@@ -17,3 +20,32 @@ def memcpy_ms(shape: tuple[int, ...], repeats: int = 30) -> float:
         np.copyto(target, source)
         times.append((time.perf_counter() - started) * 1000.0)
     return float(np.median(times))
+
+
+def copy_bandwidth(mebibytes: int = 256, repeats: int = 5) -> float:
+    """Bytes per second a copy moves on this machine (read + write), median of `repeats`."""
+    shape = (mebibytes << 20,)
+    return 2 * float(shape[0]) / (memcpy_ms(shape, repeats) / 1000.0)
+
+
+def gemm_rate(size: int = 2048, repeats: int = 5) -> float:
+    """fp32 FLOP/s of a square torch matmul with torch's current thread count, median."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - started)
+    return 2.0 * size ** 3 / float(np.median(times))
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores"
