@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import sys
@@ -39,7 +40,7 @@ QUANTIZED = ("int8", "fp8")
 # Input sizes tried when resolution is the knob (multiples of the 14 px patch).
 RESOLUTIONS = (1008, 924, 840, 756, 672, 588, 504)
 DEFAULT_MEMORY_FRAMES = 6  # TrackerStream's default memory bank
-FULL_IMAGE_SIZE = 1008
+FULL_IMAGE_SIZE = 1008  # builder.FULL_IMAGE_SIZE (not imported: this module stays torch-free)
 DEFAULT_COUNT_CACHE = Path("~/.cache/workcell_segmentation/sizing")
 
 
@@ -105,7 +106,8 @@ class Reference:
 
 
 # Dense tensor-core rates derived from NVIDIA's published peaks (sparse figures halved; each
-# halving of precision doubles the rate). TensorRT runs fp32 layers as TF32.
+# halving of precision doubles the rate). fp32 runs as TF32: TensorRT's default, and sam3
+# enables it in torch.
 DEVICES = {
     "thor": Device("thor", "Jetson AGX Thor (T5000, MAXN)",
                    {"fp32": 129.4e12, "fp16": 258.75e12, "int8": 517.5e12, "fp8": 517.5e12}, 273e9,
@@ -406,6 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, help="camera rate to hold, Hz")
     parser.add_argument("--count-cache", default=str(DEFAULT_COUNT_CACHE),
                         help="folder of counted work per input size ('' = always count)")
+    parser.add_argument("--table", action="store_true",
+                        help="Thor and Orin over input size x views x keyframe interval x precision, "
+                             "with the profile's prompts and tracked objects")
     args = parser.parse_args(argv)
     from segmentation_node.package_files import share_path
 
@@ -418,7 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("prompts", args.prompts), ("precision", args.precision)) if value is not None})
         target = replace(profile.target, rate_hz=args.rate or profile.target.rate_hz)
         validate(workload, target)
-        report = size(profile.device, workload, target, Path(args.count_cache) if args.count_cache else None)
+        cache = Path(args.count_cache) if args.count_cache else None
+        if args.table:
+            print(sizing_table(workload, cache))
+            return 0
+        report = size(profile.device, workload, target, cache)
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"workcell_sizing: {error}", file=sys.stderr)
         return 2
@@ -510,34 +519,71 @@ class SizingReport:
                 "plan": [step.change for step in self.plan], "plan_holds": self.plan_holds}
 
 
+class Sizer:
+    """Predictions for one device: its efficiency calibrated once, counts per input size from the
+    count cache (or counted)."""
+
+    def __init__(self, device_key: str, cache_dir: Path | None,
+                 log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)):
+        self.cache_dir, self.log = cache_dir, log
+        self._works: dict[int, ModelWork] = {}
+        if device_key == "cpu":
+            cpu = calibrate_this_cpu(log=log)
+            self.device, self.efficiency, self.calibration = cpu.device, cpu.efficiency, cpu.what
+        elif device_key in DEVICES:
+            reference = REFERENCES[device_key]
+            self.device = DEVICES[device_key]
+            self.efficiency = calibrate(self.device, reference, self.work_at(reference.image_size))
+            self.calibration = f"{reference.what}: {reference.ms:g} ms"
+        else:
+            raise ValueError(f"unknown device '{device_key}' (thor, orin or cpu)")
+
+    def work_at(self, image_size: int) -> ModelWork:
+        if image_size not in self._works:
+            self._works[image_size] = full_size_work(image_size, cache_dir=self.cache_dir, log=self.log)
+        return self._works[image_size]
+
+    def evaluate(self, workload: Workload) -> Prediction:
+        if workload.precision not in self.device.peak:
+            raise ValueError(f"{self.device.name} has no {workload.precision} "
+                             f"(it has {', '.join(self.device.peak)})")
+        return predict(workload, self.work_at(workload.image_size), self.device, self.efficiency)
+
+
 def size(device_key: str, workload: Workload, target: Target, cache_dir: Path | None,
          log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> SizingReport:
-    works: dict[int, ModelWork] = {}
-
-    def work_at(image_size: int) -> ModelWork:
-        if image_size not in works:
-            works[image_size] = full_size_work(image_size, cache_dir=cache_dir, log=log)
-        return works[image_size]
-
-    if device_key == "cpu":
-        cpu = calibrate_this_cpu(log=log)
-        device, efficiency, calibration = cpu.device, cpu.efficiency, cpu.what
-    elif device_key in DEVICES:
-        device, reference = DEVICES[device_key], REFERENCES[device_key]
-        efficiency = calibrate(device, reference, work_at(reference.image_size))
-        calibration = f"{reference.what}: {reference.ms:g} ms"
-    else:
-        raise ValueError(f"unknown device '{device_key}' (thor, orin or cpu)")
-    if workload.precision not in device.peak:
-        raise ValueError(f"{device.name} has no {workload.precision} (it has {', '.join(device.peak)})")
-
-    def evaluate(candidate: Workload) -> Prediction:
-        return predict(candidate, work_at(candidate.image_size), device, efficiency)
-
-    prediction = evaluate(workload)
+    sizer = Sizer(device_key, cache_dir, log)
+    prediction = sizer.evaluate(workload)
     holds = prediction.holds(target.rate_hz, target.worker_queue)
-    return SizingReport(device, efficiency, calibration, prediction, target, work_at(workload.image_size),
-                        [] if holds else plan(workload, target, device, evaluate))
+    return SizingReport(sizer.device, sizer.efficiency, sizer.calibration, prediction, target,
+                        sizer.work_at(workload.image_size),
+                        [] if holds else plan(workload, target, sizer.device, sizer.evaluate))
+
+
+TABLE_GRID = dict(image_size=(1008, 840, 672, 504), views=(1, 3), keyframe_interval=(1, 5),
+                  precision=("fp16", "int8"))
+
+
+def sizing_table(workload: Workload, cache_dir: Path | None,
+                 log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> str:
+    """Thor and Orin side by side over input size x views x keyframe interval x precision, with
+    the workload's prompts and tracked objects."""
+    sizers = [Sizer(key, cache_dir, log) for key in DEVICES]
+    names = [sizer.device.key.capitalize() for sizer in sizers]
+    lines = [f"{workload.prompts} prompts, {workload.objects} tracked objects per view; ms per view-frame "
+             "(amortized) and the largest frame-set rate held",
+             "", "| px | views | keyframe interval | precision | "
+             + " | ".join(f"{name} ms / view-frame | {name} max Hz" for name in names) + " |",
+             "|---:|---:|---:|---|" + "---:|---:|" * len(sizers)]
+    for image_size, views, interval, precision in itertools.product(*TABLE_GRID.values()):
+        candidate = replace(workload, image_size=image_size, views=views, keyframe_interval=interval,
+                            precision=precision)
+        cells = []
+        for sizer in sizers:
+            prediction = sizer.evaluate(candidate)
+            cells.append(f"{prediction.view_frame_ms:.0f} | {prediction.max_rate_hz:.2f}")
+        lines.append(f"| {image_size} | {views} | {interval} | {precision} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
