@@ -190,3 +190,18 @@ def test_the_command_line_prints_the_table_and_a_json_line(count_cache, capsys):
     assert "does not hold" in text and "turn, in order:" in text
     assert main(["--profile", "orin", "--count-cache", str(count_cache), "--precision", "fp8"]) == 2
     assert "has no fp8" in capsys.readouterr().err
+
+
+def test_the_table_covers_the_grid_for_both_devices(tmp_path):
+    """From a count cache holding made-up work (no counting): one row per grid point, Thor and Orin."""
+    from segmentation_node.sizing import DEFAULT_MEMORY_FRAMES, TABLE_GRID, count_cache_key, sizing_table
+
+    for image_size in {*TABLE_GRID["image_size"], *(r.image_size for r in REFERENCES.values())}:
+        key = count_cache_key(image_size, DEFAULT_MEMORY_FRAMES)
+        (tmp_path / f"{key}.json").write_text(json.dumps(made_up_work(image_size).to_dict()))
+    table = sizing_table(Workload(3, 6, 6, 4, "int8", 672), tmp_path, log=pytest.fail).splitlines()
+    rows = [line for line in table if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 4 * 2 * 2 * 2
+    assert "Thor max Hz" in table[2] and "Orin max Hz" in table[2]
+    first = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    assert first[:4] == ["1008", "1", "1", "fp16"] and all(float(cell) > 0 for cell in first[4:])
