@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from segmentation_node.masks import BoxedMask
 from segmentation_node.perception.types import CameraFrame, Detection, Prompt
 from segmentation_node.sam3_backend.backend import Sam3Backend, Sam3BackendError
 from segmentation_node.sam3_backend.builder import (build_full_size_sam3_random, build_sam3,
                                                     build_small_sam3)
+from segmentation_node.sam3_backend.device import cpu_redirect
 from segmentation_node.sam3_backend.predictor import Sam3Predictor
+from segmentation_node.sam3_backend.stream import KeyframeDetection, TrackerStream
 from segmentation_node.synthetic.render import render_frame_set
 from segmentation_node.synthetic.scene import ClipConfig, generate_clip
 
@@ -113,6 +116,21 @@ def test_stream_state_stays_bounded(model, clip):
     assert set(backend.streams) == {"cam0", "cam1"}
     backend.reset()
     assert not backend.streams
+
+
+def test_the_track_cap_never_drops_a_forbidden_region(model, clip):
+    with torch.inference_mode(), cpu_redirect():
+        backbone_out = Sam3Predictor(model).encode_images([frame_set(clip, 0)[0].image])
+        masks = [BoxedMask.from_array(np.pad(np.ones((8, 8), bool), ((8 * i, 88 - 8 * i), (0, 120))))
+                 for i in range(5)]
+        detections = [KeyframeDetection("metal part", score, mask) for score, mask in zip((0.9, 0.8, 0.7), masks)]
+        detections += [KeyframeDetection("hand", score, mask, forbidden=True)
+                       for score, mask in zip((0.3, 0.2), masks[3:])]
+        for cap, kept in ((3, ["metal part", "hand", "hand"]), (1, ["hand", "hand"]), (5, None)):
+            stream = TrackerStream(model, max_objects=cap)
+            tracks = stream.keyframe(backbone_out, 0, detections)
+            assert sorted(t.prompt for t in tracks) == sorted(kept or [d.prompt for d in detections])
+            assert max((t.detection_score for t in tracks if t.prompt == "metal part"), default=0.9) == 0.9
 
 
 def test_track_ids_persist():

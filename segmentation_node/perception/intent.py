@@ -253,7 +253,8 @@ def _prompts(ontology: Ontology, pick_classes, pick_attributes, reject_attribute
 
 def forbidden_prompts(ontology: Ontology) -> tuple[Prompt, ...]:
     """What the detector always looks for, with or without an intent."""
-    return tuple(Prompt(text, name) for name in ontology.forbidden for text in ontology.classes[name].prompts)
+    return tuple(Prompt(text, name, forbidden=True) for name in ontology.forbidden
+                 for text in ontology.classes[name].prompts)
 
 
 def _explain(ontology: Ontology, pick_classes, pick_attributes, reject_attributes) -> str:

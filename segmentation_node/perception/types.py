@@ -24,11 +24,13 @@ class CameraFrame:
 @dataclass(frozen=True)
 class Prompt:
     """A text prompt for the detector and the ontology class (and attributes) it stands for:
-    "scratched metal disc" -> label "part_a", attributes ("scratched",)."""
+    "scratched metal disc" -> label "part_a", attributes ("scratched",). `forbidden`: the class
+    is a forbidden region (hand, fixture, tool): a backend's track cap never drops it."""
 
     text: str
     label: str
     attributes: tuple[str, ...] = ()
+    forbidden: bool = False
 
 
 @dataclass(eq=False)

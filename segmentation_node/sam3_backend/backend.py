@@ -75,7 +75,8 @@ class Sam3Backend:
                     stream = self.streams[view.camera] = TrackerStream(
                         self.model, self.max_objects, self.max_memory_frames, self.match_iou)
                 if keyframe:
-                    found = [KeyframeDetection(result.prompt, float(score), mask)
+                    found = [KeyframeDetection(result.prompt, float(score), mask,
+                                               by_text[result.prompt].forbidden)
                              for result in results[index]
                              for score, mask in zip(result.scores, result.masks)]
                     tracks_per_view.append(stream.keyframe(backbone_out, index, found))
