@@ -61,8 +61,9 @@ SEGMENTATION_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("image_size", 0, "SAM3 backends: square model input in px, a multiple of 14; 0: the "
                   "model's own (1008). Smaller is faster (workcell_sizing); accuracy is the release gate's "
                   "to judge", integers=(0, 4032)),
-    ParameterSpec("max_objects", 16, "SAM3 backends: tracked objects per view (highest scores first; "
-                  "forbidden regions are never dropped); tracker work grows with it", integers=(1, 256)),
+    ParameterSpec("max_objects", 16, "SAM3 backends: tracked objects per view, forbidden regions first "
+                  "(a target only when every forbidden region fits); tracker work grows with it",
+                  integers=(1, 256)),
     ParameterSpec("calibration_images", "", "backend sam3_trt, precision int8 or fp8: a folder of recorded frames to calibrate on"),
     ParameterSpec("model_registry", "", "model registry directory (backend sam3): serves its promoted version; "
                                         "swap_model loads others (workcell_registry)"),

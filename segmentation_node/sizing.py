@@ -132,7 +132,7 @@ REFERENCES = {
 class Workload:
     views: int
     prompts: int
-    objects: int             # tracked objects per view (max_objects; forbidden regions beyond it add steps)
+    objects: int             # tracked objects per view (max_objects)
     keyframe_interval: int   # a detector pass every N frame sets
     precision: str
     image_size: int

@@ -118,7 +118,7 @@ def test_stream_state_stays_bounded(model, clip):
     assert not backend.streams
 
 
-def test_the_track_cap_never_drops_a_forbidden_region(model, clip):
+def test_the_track_cap_keeps_forbidden_regions_before_any_target(model, clip):
     with torch.inference_mode(), cpu_redirect():
         backbone_out = Sam3Predictor(model).encode_images([frame_set(clip, 0)[0].image])
         masks = [BoxedMask.from_array(np.pad(np.ones((8, 8), bool), ((8 * i, 88 - 8 * i), (0, 120))))
@@ -126,11 +126,10 @@ def test_the_track_cap_never_drops_a_forbidden_region(model, clip):
         detections = [KeyframeDetection("metal part", score, mask) for score, mask in zip((0.9, 0.8, 0.7), masks)]
         detections += [KeyframeDetection("hand", score, mask, forbidden=True)
                        for score, mask in zip((0.3, 0.2), masks[3:])]
-        for cap, kept in ((3, ["metal part", "hand", "hand"]), (1, ["hand", "hand"]), (5, None)):
-            stream = TrackerStream(model, max_objects=cap)
-            tracks = stream.keyframe(backbone_out, 0, detections)
-            assert sorted(t.prompt for t in tracks) == sorted(kept or [d.prompt for d in detections])
-            assert max((t.detection_score for t in tracks if t.prompt == "metal part"), default=0.9) == 0.9
+        for cap, kept in ((3, [("hand", 0.3), ("hand", 0.2), ("metal part", 0.9)]), (1, [("hand", 0.3)]),
+                          (5, [(d.prompt, d.score) for d in detections])):
+            tracks = TrackerStream(model, max_objects=cap).keyframe(backbone_out, 0, detections)
+            assert sorted((t.prompt, t.detection_score) for t in tracks) == sorted(kept)
 
 
 def test_track_ids_persist():

@@ -25,7 +25,7 @@ class CameraFrame:
 class Prompt:
     """A text prompt for the detector and the ontology class (and attributes) it stands for:
     "scratched metal disc" -> label "part_a", attributes ("scratched",). `forbidden`: the class
-    is a forbidden region (hand, fixture, tool): a backend's track cap never drops it."""
+    is a forbidden region (hand, fixture, tool): a backend's track cap keeps those first."""
 
     text: str
     label: str

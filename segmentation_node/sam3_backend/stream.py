@@ -9,7 +9,7 @@ frames and owns the keyframe schedule. Here the caller owns the schedule, and th
   new objects' masks (the tracker re-conditions on detections, as sam3 does every N frames);
 - between keyframes: every track is propagated from that memory in one batched `track_step`;
   at most `max_memory_frames` non-conditioning frames are kept, and at most `max_objects`
-  tracks (highest score first) exist, plus any forbidden regions beyond that (never dropped).
+  tracks exist: forbidden regions first, then targets, highest score first within each.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class KeyframeDetection:
     prompt: str
     score: float
     mask: BoxedMask
-    forbidden: bool = False  # a forbidden region: never dropped by the track cap
+    forbidden: bool = False  # a forbidden region: tracked before any target
 
 
 class TrackerStream:
@@ -72,12 +72,12 @@ class TrackerStream:
     def keyframe(self, backbone_out: dict, view: int, detections: Sequence[KeyframeDetection]
                  ) -> list[TrackedObject]:
         """New detector output for this view: associate, then re-condition the tracker. At most
-        `max_objects` tracks, highest scores first, but every forbidden region is kept: a capped
-        hand would leave a pick beside it actionable."""
-        forbidden = [d for d in detections if d.forbidden]
-        others = sorted((d for d in detections if not d.forbidden), key=lambda d: -d.score)
-        chosen = sorted(forbidden + others[:max(0, self.max_objects - len(forbidden))],
-                        key=lambda d: -d.score)
+        `max_objects` tracks, forbidden regions first (a dropped hand would leave a pick beside it
+        actionable), highest scores first within each: a target is kept only when every
+        forbidden region is."""
+        by_score = sorted(detections, key=lambda d: -d.score)
+        chosen = ([d for d in by_score if d.forbidden] + [d for d in by_score if not d.forbidden])[: self.max_objects]
+        chosen.sort(key=lambda d: -d.score)  # new track ids in score order, as before the cap
         self.tracks = self._associate(chosen)
         self._memory = self._empty_memory()
         self._frame_index = 0
