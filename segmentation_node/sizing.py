@@ -33,8 +33,8 @@ from segmentation_node.atomic_io import atomic_write_bytes
 BACKBONE, TEXT, HEAD, TRACKER_KEYFRAME, TRACKER_STEP = (
     "backbone", "text encoder", "detector head", "tracker keyframe", "tracker step")
 STAGES = (BACKBONE, TEXT, HEAD, TRACKER_KEYFRAME, TRACKER_STEP)
-UNITS = {BACKBONE: "view", TEXT: "prompt", HEAD: "view x prompt", TRACKER_KEYFRAME: "object",
-         TRACKER_STEP: "object"}
+UNITS = {BACKBONE: "view", TEXT: "prompt (once per prompt set)", HEAD: "view x prompt",
+         TRACKER_KEYFRAME: "object", TRACKER_STEP: "object"}
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "int8": 1, "fp8": 1}
 QUANTIZED = ("int8", "fp8")
 # Input sizes tried when resolution is the knob (multiples of the 14 px patch).
@@ -138,9 +138,10 @@ class Workload:
     image_size: int
 
     def units(self, stage: str) -> tuple[int, int]:
-        """(units in a keyframe frame set, units in a tracking frame set)."""
+        """(units in a keyframe frame set, units in a tracking frame set). The text encoder runs
+        when the prompt set changes (a new intent), not per frame set (Sam3Predictor.encode_text)."""
         views, prompts, objects = self.views, self.prompts, self.objects
-        return {BACKBONE: (views, views), TEXT: (prompts, 0), HEAD: (views * prompts, 0),
+        return {BACKBONE: (views, views), TEXT: (0, 0), HEAD: (views * prompts, 0),
                 TRACKER_KEYFRAME: (views * objects, 0), TRACKER_STEP: (0, views * objects)}[stage]
 
 

@@ -132,6 +132,21 @@ def test_the_track_cap_keeps_forbidden_regions_before_any_target(model, clip):
             assert sorted((t.prompt, t.detection_score) for t in tracks) == sorted(kept)
 
 
+def test_text_features_are_encoded_once_per_prompt_set(model, clip, monkeypatch):
+    encoded = []
+    encode = model.detector.backbone.forward_text
+    monkeypatch.setattr(model.detector.backbone, "forward_text",
+                        lambda texts, **kwargs: encoded.append(list(texts)) or encode(texts, **kwargs))
+    backend = Sam3Backend(model, score_threshold=0.0, max_detections=3)
+    first = backend.process(frame_set(clip, 0), PROMPTS, keyframe=True)
+    again = backend.process(frame_set(clip, 0), PROMPTS, keyframe=True)  # reused features
+    backend.process(frame_set(clip, 1), PROMPTS[:1], keyframe=True)
+    assert encoded == [[p.text for p in PROMPTS], [PROMPTS[0].text]]
+    for before, after in zip(first, again):
+        assert [(d.prompt, d.score, d.track_id) for d in before] == [(d.prompt, d.score, d.track_id) for d in after]
+        assert all(np.array_equal(a.mask.to_array(), b.mask.to_array()) for a, b in zip(before, after))
+
+
 def test_track_ids_persist():
     model = build_small_sam3(image_size=IMAGE_SIZE, seed=0)
     always_present(model)

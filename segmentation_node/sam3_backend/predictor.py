@@ -42,7 +42,9 @@ class PromptResult:
 
 
 class Sam3Predictor:
-    """Runs the SAM3 detector; keeps no state between calls."""
+    """Runs the SAM3 detector. Between calls it keeps only the text features of the last prompt
+    set (a pure function of the prompts: the text encoder runs once per intent, not per
+    keyframe)."""
 
     def __init__(self, model: Sam3Model, score_threshold: float = 0.5, max_detections: int = 20,
                  nms_iou: float = 0.7, image_encoder: ImageEncoder | None = None,
@@ -57,6 +59,7 @@ class Sam3Predictor:
         self.nms_iou = nms_iou
         self.image_encoder = image_encoder
         self.grounding_head = grounding_head
+        self._text: tuple[tuple[str, ...], dict] | None = None  # (prompts, their text features)
 
     def predict(self, image: np.ndarray, prompts: Sequence[str]) -> list[PromptResult]:
         """One image, several prompts."""
@@ -89,8 +92,7 @@ class Sam3Predictor:
             return [[] for _ in image_sizes]
         detector = self.model.detector
         views, n_prompts = len(image_sizes), len(prompts)
-        # Text encoded once per prompt.
-        text_out = detector.backbone.forward_text(list(prompts), device=self.model.device)
+        text_out = self.encode_text(prompts)
         ground = self.grounding_head or partial(run_grounding, detector)
         out = ground({**backbone_out, **text_out}, views, n_prompts)
         # Instance score = query probability x image-level presence probability (as sam3 does).
@@ -104,6 +106,14 @@ class Sam3Predictor:
                                         out["pred_masks"][query], height, width))
             results.append(row)
         return results
+
+    def encode_text(self, prompts: Sequence[str]) -> dict:
+        """Text features of `prompts` (call under inference_mode + cpu_redirect), reused while the
+        prompt set stays the same."""
+        key = tuple(prompts)
+        if self._text is None or self._text[0] != key:
+            self._text = key, self.model.detector.backbone.forward_text(list(key), device=self.model.device)
+        return self._text[1]
 
     def _select(self, prompt: str, scores: torch.Tensor, boxes_cxcywh: torch.Tensor,
                 mask_logits: torch.Tensor, height: int, width: int) -> PromptResult:
