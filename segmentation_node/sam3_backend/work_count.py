@@ -136,8 +136,8 @@ def counting(counter: WorkCounter) -> Iterator[None]:
 def count_model(model: Sam3Model, memory_frames: int = 6) -> ModelWork:
     """Per-unit and per-batch work of every stage of `model`; the backbone runs on a meta copy.
     Backbone, text encoder and detector head are counted on batches of one and two units (their
-    weights are read once per batch); the tracker on one object (its weights are 1-2 % of the
-    traffic of a step)."""
+    weights are read once per batch); the tracker on one object (its weights are a few % of a
+    step's traffic, counted per object: a slight over-estimate)."""
     one = count_runs(stage_runs(model, memory_frames, meta_backbone=True, units=1))
     two = count_runs(stage_runs(model, memory_frames, meta_backbone=True, units=2, tracker=False))
     stages = {stage: StageWork.fit(work, two[stage]) if stage in two else work
