@@ -7,6 +7,7 @@ from pathlib import Path
 
 from segmentation_node.perception.commissioning import Commissioning
 from segmentation_node.perception.types import SegmentationBackend
+from segmentation_node.sam3_backend.input_size import check_image_size
 
 BACKENDS = ("classical", "sam3", "sam3_trt", "sam3_small")
 CHECKPOINT_BACKENDS = ("sam3", "sam3_trt")  # served from a checkpoint or a model registry
@@ -31,9 +32,8 @@ class BackendSpec:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got '{self.name}'")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got '{self.precision}'")
-        if self.image_size and (self.image_size % 14 or self.image_size < 112):
-            raise ValueError(f"image_size must be 0 (the model's own) or a multiple of 14 >= 112; "
-                             f"got {self.image_size}")
+        if self.image_size:  # 0: the model's own
+            check_image_size(self.image_size, "image_size")
         if self.max_objects < 1:
             raise ValueError(f"max_objects must be >= 1; got {self.max_objects}")
         if self.model_registry and self.name not in CHECKPOINT_BACKENDS:

@@ -17,10 +17,9 @@ from torch import nn
 
 from segmentation_node.atomic_io import file_sha256
 from segmentation_node.sam3_backend.device import cpu_redirect, default_device
+from segmentation_node.sam3_backend.input_size import FULL_IMAGE_SIZE, PATCH_SIZE, check_image_size
 
 D_MODEL = 256  # fixed across sam3's private helpers (scoring, heads, geometry encoder)
-PATCH_SIZE = 14
-FULL_IMAGE_SIZE = 1008
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 
 
@@ -65,10 +64,7 @@ def build_small_sam3(image_size: int = 224, seed: int = 0, vit_width: int = 192,
 
     Every module is the sam3 package's own class; only depth, width, query count and input size
     shrink. Random weights give meaningless masks: this is for contracts, timing and tests."""
-    if image_size % PATCH_SIZE or image_size < 8 * PATCH_SIZE:
-        raise ValueError(f"image_size must be a multiple of {PATCH_SIZE} and >= {8 * PATCH_SIZE}, "
-                         f"got {image_size}")
-    grid = image_size // PATCH_SIZE
+    grid = check_image_size(image_size, "image_size") // PATCH_SIZE
     window = grid // 2
     device = torch.device(device) if device is not None else default_device()
     with torch.random.fork_rng(devices=[]), cpu_redirect():
@@ -105,10 +101,7 @@ def resize_input(model: Sam3Model, image_size: int) -> None:
     does at construction) and the tracker's size-derived attributes follow. Window attention,
     the tiled absolute position embedding and the feature-size caches adapt on their own.
     Accuracy away from the trained 1008 px is the release gate's to judge on your data."""
-    if image_size % PATCH_SIZE or image_size < 8 * PATCH_SIZE:
-        raise ValueError(f"image size must be a multiple of {PATCH_SIZE} and >= {8 * PATCH_SIZE}, "
-                         f"got {image_size}")
-    grid = image_size // PATCH_SIZE
+    grid = check_image_size(image_size) // PATCH_SIZE
     with cpu_redirect():
         for block in model.detector.backbone.vision_backbone.trunk.blocks:
             if block.window_size == 0:  # global attention: RoPE over the whole grid

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from segmentation_node.atomic_io import atomic_write_bytes
-from segmentation_node.sam3_backend.builder import (FULL_IMAGE_SIZE, Sam3Model,
-                                                    build_full_size_sam3_random, build_small_sam3)
+from segmentation_node.sam3_backend.builder import Sam3Model, build_full_size_sam3_random, build_small_sam3
 from segmentation_node.sam3_backend.device import default_device
+from segmentation_node.sam3_backend.input_size import FULL_IMAGE_SIZE
 
 FORMAT = "workcell_segmentation.sam3_finetune"
 FORMAT_VERSION = 1

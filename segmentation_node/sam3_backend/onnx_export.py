@@ -44,8 +44,9 @@ import torch
 from torch import nn
 
 from segmentation_node.atomic_io import atomic_write_bytes, file_sha256, fsync_directory, fsync_file
-from segmentation_node.sam3_backend.builder import PATCH_SIZE, Sam3Model
+from segmentation_node.sam3_backend.builder import Sam3Model
 from segmentation_node.sam3_backend.device import cpu_redirect
+from segmentation_node.sam3_backend.input_size import check_image_size
 from segmentation_node.sam3_backend.predictor import run_grounding
 
 OPSET = 18
@@ -71,9 +72,7 @@ class ExportConfig:
         if self.views < 1 or self.prompts < 1:
             raise ValueError(f"views and prompts must be >= 1, got views={self.views}, "
                              f"prompts={self.prompts}")
-        if self.image_size % PATCH_SIZE or self.image_size < 8 * PATCH_SIZE:
-            raise ValueError(f"image size must be a multiple of {PATCH_SIZE} and >= "
-                             f"{8 * PATCH_SIZE}, got {self.image_size}")
+        check_image_size(self.image_size)
 
 
 class BackboneStage(nn.Module):
@@ -329,9 +328,8 @@ def check_parity(model: Sam3Model, exported: ExportedStage, seed: int = 1) -> di
 def load_model(checkpoint: str | None, full_random: bool, image_size: int | None,
                seed: int = 0) -> Sam3Model:
     """The model a CLI asked for: a checkpoint, the full-size random one or the small one."""
-    from segmentation_node.sam3_backend.builder import (FULL_IMAGE_SIZE,
-                                                        build_full_size_sam3_random, build_sam3,
-                                                        build_small_sam3)
+    from segmentation_node.sam3_backend.builder import build_full_size_sam3_random, build_sam3, build_small_sam3
+    from segmentation_node.sam3_backend.input_size import FULL_IMAGE_SIZE
 
     if checkpoint or full_random:
         if image_size not in (None, FULL_IMAGE_SIZE):
