@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-import yaml
-
 from segmentation_node.atomic_io import atomic_write_bytes
+from segmentation_node.launch_plan import profile_parameters
+from segmentation_node.parameters import SEGMENTATION_PARAMETERS
+from segmentation_node.sam3_backend.input_size import FULL_IMAGE_SIZE, check_image_size
 
 BACKBONE, TEXT, HEAD, TRACKER_KEYFRAME, TRACKER_STEP = (
     "backbone", "text encoder", "detector head", "tracker keyframe", "tracker step")
@@ -40,7 +41,6 @@ QUANTIZED = ("int8", "fp8")
 # Input sizes tried when resolution is the knob (multiples of the 14 px patch).
 RESOLUTIONS = (1008, 924, 840, 756, 672, 588, 504)
 DEFAULT_MEMORY_FRAMES = 6  # TrackerStream's default memory bank
-FULL_IMAGE_SIZE = 1008  # builder.FULL_IMAGE_SIZE (not imported: this module stays torch-free)
 DEFAULT_COUNT_CACHE = Path("~/.cache/workcell_segmentation/sizing")
 
 
@@ -261,46 +261,35 @@ def plan(workload: Workload, target: Target, device: Device,
     def settled(candidate: Prediction) -> bool:
         return candidate.max_rate_hz >= rate
 
-    knobs = (
-        ("precision", [replace(workload, precision=precision) for precision in QUANTIZED[:1]
-                       if precision in device.peak and workload.precision not in QUANTIZED],
-         lambda w: f"precision {workload.precision} -> {w.precision}"),
-        # Fewer keyframes gain rate only while a keyframe costs more than a tracking frame set
-        # (the tracker's memory attention can cost more than the detector).
-        ("keyframe interval", [replace(workload, keyframe_interval=interval) for interval in (
-            range(workload.keyframe_interval + 1, int(limit * rate) + 1)
-            if prediction.keyframe_ms > prediction.tracking_ms
-            else range(workload.keyframe_interval - 1, 0, -1))],
-         lambda w: f"keyframe_interval {workload.keyframe_interval} -> {w.keyframe_interval}"),
-        ("tracked objects", [replace(workload, objects=objects) for objects in OBJECT_STEPS
-                             if objects < workload.objects],
-         lambda w: f"max_objects {workload.objects} -> {w.objects}"),
-        ("input size", [replace(workload, image_size=size) for size in RESOLUTIONS
-                        if size < workload.image_size],
-         lambda w: f"image_size {workload.image_size} -> {w.image_size}"),
-        ("views", [replace(workload, views=views) for views in range(workload.views - 1, 0, -1)],
-         lambda w: f"views {workload.views} -> {w.views}"))
-    for knob, settings, describe in knobs:
+    # Fewer keyframes gain rate only while a keyframe costs more than a tracking frame set (the
+    # tracker's memory attention can cost more than the detector): else the interval goes down.
+    intervals = (range(workload.keyframe_interval + 1, int(limit * rate) + 1)
+                 if prediction.keyframe_ms > prediction.tracking_ms
+                 else range(workload.keyframe_interval - 1, 0, -1))
+    knobs = (  # (knob, Workload field, node parameter, settings to try in order)
+        ("precision", "precision", "precision",
+         [p for p in QUANTIZED[:1] if p in device.peak and workload.precision not in QUANTIZED]),
+        ("keyframe interval", "keyframe_interval", "keyframe_interval", list(intervals)),
+        ("tracked objects", "objects", "max_objects", [n for n in OBJECT_STEPS if n < workload.objects]),
+        ("input size", "image_size", "image_size", [n for n in RESOLUTIONS if n < workload.image_size]),
+        ("views", "views", "views", list(range(workload.views - 1, 0, -1))))
+    for knob, field, parameter, settings in knobs:
         for setting in settings:
             if settled(prediction):
                 break
-            candidate = replace(current, **{field: getattr(setting, field) for field in _KNOB_FIELDS[knob]})
+            candidate = replace(current, **{field: setting})
             turned = evaluate(candidate)
             if turned.max_rate_hz <= prediction.max_rate_hz:
                 break
             current, prediction = candidate, turned
             if steps and steps[-1].knob == knob:
                 steps.pop()  # one entry per knob: as far as it was turned
-            steps.append(Option(knob, describe(candidate), turned))
+            steps.append(Option(knob, f"{parameter} {getattr(workload, field)} -> {setting}", turned))
     needed = prediction.queue_needed(rate)
     if settled(prediction) and needed > target.worker_queue:
         steps.append(Option("worker queue", f"worker_queue {target.worker_queue} -> {needed}", prediction,
                             worker_queue=needed))
     return steps
-
-
-_KNOB_FIELDS = {"precision": ("precision",), "keyframe interval": ("keyframe_interval",),
-                "tracked objects": ("objects",), "input size": ("image_size",), "views": ("views",)}
 
 
 # --- counting (torch and sam3 only here) -------------------------------------------------------
@@ -354,18 +343,17 @@ class Profile:
 
 
 def load_profile(path: Path) -> Profile:
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    node = (data.get("/**/segmentation") or {}).get("ros__parameters") or {}
-    sizing = (data.get("/**/workcell_sizing") or {}).get("ros__parameters")
+    """The node's settings (the profile over the declared defaults) and the sizing assumptions."""
+    node = {spec.name: spec.default for spec in SEGMENTATION_PARAMETERS} | profile_parameters(path)
+    sizing = profile_parameters(path, "workcell_sizing")
     if not sizing:
         raise ValueError(f"{path}: no '/**/workcell_sizing' section (device, camera_rate_hz, ...)")
-    workload = Workload(views=len(node.get("cameras") or []), prompts=int(sizing["prompts"]),
-                        objects=int(node.get("max_objects", 16)),
-                        keyframe_interval=int(node.get("keyframe_interval", 5)),
-                        precision=str(sizing.get("precision") or node.get("precision") or "fp16"),
-                        image_size=int(node.get("image_size") or FULL_IMAGE_SIZE))
-    target = Target(float(sizing["camera_rate_hz"]), int(node.get("worker_queue", 2)),
-                    float(sizing["max_detection_gap_s"]), float(node.get("stale_after_s", 0.5)))
+    workload = Workload(views=len(node["cameras"]), prompts=int(sizing["prompts"]),
+                        objects=int(node["max_objects"]), keyframe_interval=int(node["keyframe_interval"]),
+                        precision=str(sizing.get("precision") or node["precision"]),
+                        image_size=int(node["image_size"] or FULL_IMAGE_SIZE))
+    target = Target(float(sizing["camera_rate_hz"]), int(node["worker_queue"]),
+                    float(sizing["max_detection_gap_s"]), float(node["stale_after_s"]))
     return Profile(Path(path).stem, str(sizing["device"]), workload, target)
 
 
@@ -438,8 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def validate(workload: Workload, target: Target) -> None:
-    if workload.image_size % 14 or workload.image_size < 112:
-        raise ValueError(f"resolution must be a multiple of 14 and >= 112, got {workload.image_size}")
+    check_image_size(workload.image_size, "resolution")
     for name in ("views", "prompts", "objects", "keyframe_interval"):
         if getattr(workload, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(workload, name)}")
