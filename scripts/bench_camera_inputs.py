@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,23 +16,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from segmentation_node.benchmarking import memcpy_ms  # noqa: E402
+from segmentation_node.benchmarking import cpu_name, median_ms, memcpy_ms  # noqa: E402
 from segmentation_node.image_codec import SUPPORTED_ENCODINGS, SixteenBitRule, decode_compressed, to_rgb  # noqa: E402
 from segmentation_node.synthetic.render import render_frame_set  # noqa: E402
 from segmentation_node.synthetic.scene import ClipConfig, generate_clip  # noqa: E402
 
 # Bytes per pixel of each raw encoding (conversion cost does not depend on the pixel values).
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "yuv422": 2, "yuv422_yuy2": 2}
-
-
-def _median_ms(convert, repeats: int) -> float:
-    convert()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        convert()
-        times.append((time.perf_counter() - started) * 1000.0)
-    return float(np.median(times))
 
 
 def measure(width: int, height: int, repeats: int) -> list[dict]:
@@ -50,7 +37,7 @@ def measure(width: int, height: int, repeats: int) -> list[dict]:
         for rule in rules:
             to_8bit = SixteenBitRule(rule)
             name = f"{encoding} ({rule})" if depth == 2 else encoding
-            rows.append({"input": name, "ms": _median_ms(lambda: to_rgb(message, to_8bit), repeats)})
+            rows.append({"input": name, "ms": median_ms(lambda: to_rgb(message, to_8bit), repeats)})
     # Compressed: a rendered workcell frame (real image statistics), as image_transport sends it.
     clip = generate_clip(ClipConfig(seed=7, views=2, width=width, height=height, frames=1))
     bgr = render_frame_set(clip, 0)[0].image[..., ::-1]
@@ -58,7 +45,7 @@ def measure(width: int, height: int, repeats: int) -> list[dict]:
                                       (".png", [cv2.IMWRITE_PNG_COMPRESSION, 1], "compressed png (level 1)")):
         data = cv2.imencode(extension, bgr, options)[1].tobytes()
         message = SimpleNamespace(format=extension.lstrip("."), data=data)
-        rows.append({"input": label, "ms": _median_ms(lambda: decode_compressed(message), repeats),
+        rows.append({"input": label, "ms": median_ms(lambda: decode_compressed(message), repeats),
                      "bytes": len(data)})
     return rows
 
@@ -74,7 +61,7 @@ def main() -> int:
     for row in rows:
         row["per_memcpy"] = row["ms"] / copy
     print(f"one {width}x{height} frame to RGB, median of {args.repeats} "
-          f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores); memcpy of the RGB bytes "
+          f"({cpu_name()}); memcpy of the RGB bytes "
           f"{copy:.3f} ms\n")
     print("| input | ms | / memcpy |")
     print("|---|---|---|")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from std_msgs.msg import Header
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from segmentation_node.benchmarking import memcpy_ms  # noqa: E402
+from segmentation_node.benchmarking import cpu_name, memcpy_ms  # noqa: E402
 from segmentation_node.contract import SEGMENTATION_NODE  # noqa: E402
 from segmentation_node.ros.camera_rig import CameraRig  # noqa: E402
 from segmentation_node.ros.messages import endpoint_qos, image_message, nanoseconds  # noqa: E402
@@ -159,7 +158,7 @@ def report(views, width, height, rate_hz, seconds, sent, rig, copy_ms, memory_sa
     stages = {key.removesuffix(" p50/p95 ms"): [float(v) for v in value.split(" / ")]
               for key, value in rig.diagnostics.items() if key.endswith("p50/p95 ms")}
     print(f"\n### {backend}, {views} views {width}x{height}, cameras at {rate_hz:g} Hz for {seconds:g} s "
-          f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores)\n")
+          f"({cpu_name()})\n")
     print("| stage (node's own timing) | p50 ms | p95 ms |\n|---|---|---|")
     for stage, (p50, p95) in stages.items():
         print(f"| {stage} | {p50:.2f} | {p95:.2f} |")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -18,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from segmentation_node.benchmarking import memcpy_ms  # noqa: E402
+from segmentation_node.benchmarking import cpu_name, memcpy_ms  # noqa: E402
 from segmentation_node.perception.actionability import Conditions  # noqa: E402
 from segmentation_node.perception.types import CameraFrame  # noqa: E402
 from segmentation_node.synthetic.classical_setup import train_classifier  # noqa: E402
@@ -62,7 +60,7 @@ def main() -> int:
     args = parser.parse_args()
     rows = [measure(*(int(v) for v in config.split("x")), args.frame_sets) for config in args.configs]
     print(f"classical backend, in-process, {args.frame_sets} frame sets each "
-          f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores)\n")
+          f"({cpu_name()})\n")
     print("| views | frame sets/s | total p50 ms | backend p50 ms | around the model p50 ms (incl. RLE) "
           "| memcpy ms | around the model / memcpy |")
     print("|---|---|---|---|---|---|---|")

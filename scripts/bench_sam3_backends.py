@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Callable
 import cv2
 import torch
 
-from segmentation_node.benchmarking import cpu_name, memcpy_ms
+from segmentation_node.benchmarking import cpu_name, median_ms, memcpy_ms
 from segmentation_node.perception.types import CameraFrame, Prompt
 from segmentation_node.sam3_backend.backend import Sam3Backend
 from segmentation_node.sam3_backend.builder import Sam3Model
@@ -44,19 +43,14 @@ def device_line() -> str:
     return f"CPU: {cpu_name()}, {torch.get_num_threads()} threads (torch and onnxruntime); GPU: {gpu}"
 
 
-def median_ms(run: Callable[[], object], repeats: int) -> float:
+def synced_median_ms(run: Callable[[], object], repeats: int) -> float:
+    """median_ms with the GPU's queued work finished inside each timed call."""
     def synced() -> None:
         run()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
 
-    synced()  # warm-up: lazy allocations, kernel selection
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        synced()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    return median_ms(synced, repeats)
 
 
 def frame_set(clip, views: int) -> list[list[CameraFrame]]:
@@ -74,7 +68,7 @@ def end_to_end(backend, frames: list[list[CameraFrame]], prompts: list[Prompt], 
     def tracking() -> None:
         backend.process(frames[1], prompts, keyframe=False)
 
-    return median_ms(keyframe, repeats), median_ms(tracking, repeats)
+    return synced_median_ms(keyframe, repeats), synced_median_ms(tracking, repeats)
 
 
 def write_calibration_images(clip, folder: Path) -> Path:
@@ -104,10 +98,10 @@ def bench_configuration(model: Sam3Model, views: int, prompts: int, precisions: 
             with torch.inference_mode(), cpu_redirect():
                 wrapper(*inputs[stage])
 
-        rows.append((stage, "torch eager", "fp32", median_ms(eager, repeats), ""))
+        rows.append((stage, "torch eager", "fp32", synced_median_ms(eager, repeats), ""))
         runner = OnnxRuntimeStage(exported[stage], threads=threads)
         rows.append((stage, "onnxruntime-cpu", "fp32",
-                     median_ms(lambda runner=runner, stage=stage: runner(*inputs[stage]), repeats),
+                     synced_median_ms(lambda runner=runner, stage=stage: runner(*inputs[stage]), repeats),
                      f"export {export_s:.0f} s"))
 
     clip = generate_clip(ClipConfig(seed=7, views=max(2, views), width=640, height=480, frames=2))
@@ -139,7 +133,7 @@ def bench_configuration(model: Sam3Model, views: int, prompts: int, precisions: 
             plan = ensure_engine(cache, exported[stage], precision, calibration)
             runners[stage] = TrtStage(plan, exported[stage], precision)
             rows.append((stage, "tensorrt", precision,
-                         median_ms(lambda r=runners[stage], s=stage: r(*inputs[s]), repeats), ""))
+                         synced_median_ms(lambda r=runners[stage], s=stage: r(*inputs[s]), repeats), ""))
         backend = Sam3TrtBackend(model, runners["backbone"], runners["detector"], **options)
         keyframe_ms, tracking_ms = end_to_end(backend, frames, prompt_list, repeats)
         rows += [("end to end: keyframe", "tensorrt", precision, keyframe_ms, ""),

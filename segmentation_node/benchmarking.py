@@ -5,8 +5,22 @@ from __future__ import annotations
 import os
 import platform
 import time
+from typing import Callable
 
 import numpy as np
+
+
+def median_ms(run: Callable[[], object], repeats: int, warm_up: bool = True) -> float:
+    """Median milliseconds of `repeats` calls of `run`, after one uncounted call (lazy
+    allocations, caches) unless `warm_up` is off."""
+    if warm_up:
+        run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - started) * 1000.0)
+    return float(np.median(times))
 
 
 def memcpy_ms(shape: tuple[int, ...], repeats: int = 30) -> float:
@@ -14,12 +28,7 @@ def memcpy_ms(shape: tuple[int, ...], repeats: int = 30) -> float:
     on this machine: overheads are reported as multiples of it, never as bare milliseconds."""
     source = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
     target = np.empty_like(source)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        np.copyto(target, source)
-        times.append((time.perf_counter() - started) * 1000.0)
-    return float(np.median(times))
+    return median_ms(lambda: np.copyto(target, source), repeats, warm_up=False)
 
 
 def copy_bandwidth(mebibytes: int = 256, repeats: int = 5) -> float:
@@ -33,13 +42,7 @@ def gemm_rate(size: int = 2048, repeats: int = 5) -> float:
     import torch
 
     a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - started)
-    return 2.0 * size ** 3 / float(np.median(times))
+    return 2.0 * size ** 3 / (median_ms(lambda: torch.mm(a, b), repeats) / 1000.0)
 
 
 def cpu_name() -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import time
 from typing import Callable, Iterator
 
 import numpy as np
@@ -27,9 +26,11 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry, sdpa_flop_count
 
+from segmentation_node.benchmarking import median_ms
 from segmentation_node.masks import BoxedMask
-from segmentation_node.sam3_backend.builder import PATCH_SIZE, Sam3Model, build_small_sam3
+from segmentation_node.sam3_backend.builder import Sam3Model, build_small_sam3
 from segmentation_node.sam3_backend.device import cpu_redirect
+from segmentation_node.sam3_backend.input_size import PATCH_SIZE
 from segmentation_node.sam3_backend.predictor import run_grounding
 from segmentation_node.sam3_backend.stream import KeyframeDetection, TrackerStream
 from segmentation_node.sizing import (BACKBONE, HEAD, TEXT, TRACKER_KEYFRAME, TRACKER_STEP, ModelWork,
@@ -161,13 +162,7 @@ def time_model(model: Sam3Model, memory_frames: int = 6, repeats: int = 3) -> di
     timings = {}
     with torch.inference_mode(), cpu_redirect():
         for stage, run in stage_runs(model, memory_frames, meta_backbone=False):
-            run()  # warm-up: lazy allocations, caches
-            times = []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                run()
-                times.append((time.perf_counter() - started) * 1000.0)
-            timings[stage] = float(np.median(times))
+            timings[stage] = median_ms(run, repeats)
     return timings
 
 
