@@ -32,6 +32,7 @@ from segmentation_node.training.prompts import (GEOMETRY_ONLY_TEXT, PromptMix, h
                                                 tracker_prompt, training_queries)
 from segmentation_node.training.stage1 import DetectorTrainer
 from segmentation_node.training.stage2 import TrackerTrainer, frame_features, tracker_levels
+from tests.small_disk import small_disk
 
 IMAGE_SIZE = 112
 FRAMES = 6
@@ -419,6 +420,22 @@ def test_cli_end_to_end(runs, tmp_path, capsys):
     assert report["split"]["by"] == "camera" and report["split"]["held_out_units"]
     assert "stage 1" in printed and "stage 2" in printed and "held-out loss" in printed
     assert f"model_version {model.model_version}" in printed
+
+
+def test_cli_on_a_full_disk_says_so_in_one_line_and_leaves_no_torn_file(runs, tmp_path, capsys):
+    with small_disk(tmp_path / "small", size="1m") as folder:
+        code = cli.main(["--data", *map(str, runs), "--allow-unaudited", "--base", "small",
+                         "--stage", "1", "--steps", "1", "--image-size", str(IMAGE_SIZE),
+                         "--batch-size", "1", "--held-out-samples", "1", "--no-progress",
+                         "--out", str(folder / "model.pt")])
+        left = sorted(p.name for p in folder.rglob("*"))
+    printed = capsys.readouterr()
+    assert code == 1, printed.out + printed.err
+    assert "Traceback" not in printed.err
+    assert printed.err.strip().splitlines()[-1].endswith(
+        "No space left on device; what was written before is whole; "
+        "free space and rerun (--resume continues from the last saved step, if any)")
+    assert not [name for name in left if name.endswith((".pt", ".tmp", ".json"))], left
 
 
 def test_cli_refuses_unaudited_data(runs, tmp_path, capsys):

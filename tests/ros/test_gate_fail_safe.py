@@ -21,10 +21,10 @@ from segmentation_node.ros.messages import endpoint_qos
 from tests.ros.cell_stream import make_cell
 from tests.ros.harness import node_process
 from tests.ros.safety_rig import SafetyRig, stamp_ns
+from tests.small_disk import small_disk
 from workcell_segmentation.msg import GateState
 
 GATE_TIMEOUT_S = 1.5
-IS_ROOT = os.geteuid() == 0
 
 
 @pytest.fixture(scope="module")
@@ -66,22 +66,15 @@ def nothing_actionable_after(rig, received_at_ns: int, epoch: int, frames: int =
     assert all(r.message.gate_epoch < epoch for r in later if r.message.actionable)
 
 
-def mount_tmpfs(path: Path, size: str = "64k") -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-
-
 BREAKS = ["full disk", "read-only disk", "state file becomes a directory", "state dir deleted"]
 
 
 @pytest.mark.parametrize("damage", BREAKS)
 def test_pause_on_a_broken_disk_is_accepted_published_and_stops_the_cell(rig, tmp_path, damage):
-    if damage in ("full disk", "read-only disk") and not IS_ROOT:
-        pytest.skip("mounting a small tmpfs needs root (CI and this machine run as root)")
     state_dir = tmp_path / "state"
-    if damage in ("full disk", "read-only disk"):
-        mount_tmpfs(state_dir)
-    try:
+    with contextlib.ExitStack() as disk:
+        if damage in ("full disk", "read-only disk"):
+            disk.enter_context(small_disk(state_dir))
         with operator(rig, state_dir, f"operator_{damage.replace(' ', '_')}") as process:
             resumed = rig.resume_until_actionable()
             if damage == "full disk":
@@ -121,9 +114,6 @@ def test_pause_on_a_broken_disk_is_accepted_published_and_stops_the_cell(rig, tm
             assert process.poll() is None, "operator_intent died"
         log = (rig.folder / f"operator_{damage.replace(' ', '_')}.log").read_text()
         assert "Traceback" not in log
-    finally:
-        if damage in ("full disk", "read-only disk"):
-            subprocess.run(["umount", str(state_dir)], check=False)
 
 
 def test_a_killed_gate_is_a_lost_gate_and_a_restarted_one_is_paused(rig, tmp_path):
