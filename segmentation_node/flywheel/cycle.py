@@ -47,7 +47,10 @@ from segmentation_node.synthetic.scene import ClipConfig, generate_clip
 
 IMAGE_SIZE = 112
 RUN = ClipConfig(seed=21, views=2, width=160, height=120, frames=16, stacking=False, parts=6)
-DEMO_THRESHOLDS = GateThresholds(recall_floor=0.0, recall_max_drop=0.05, stability_max_increase=5.0,
+# Two steps at lr 1e-6 on random weights move forbidden recall by up to ~0.05 (tool 0.753 -> 0.707,
+# 2 of 392 objects from a 0.05 limit): noise, so the demo allows 0.1; the planted regression
+# drops to 0.
+DEMO_THRESHOLDS = GateThresholds(recall_floor=0.0, recall_max_drop=0.1, stability_max_increase=5.0,
                                  prompt_max_drop=0.1, quality_max_drop=0.1)
 
 
