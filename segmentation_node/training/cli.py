@@ -116,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, DataError, CheckpointError, OntologyError, FileNotFoundError, ResumeError) as error:
         print(f"workcell_finetune: {workers.prefix}{error}", file=sys.stderr)
         return 2
-    except OSError as error:  # a full or read-only disk: every write is atomic, nothing is torn
-        print(f"workcell_finetune: {workers.prefix}cannot write under {args.out.parent}: "
+    except OSError as error:  # e.g. a full or read-only disk: every write is atomic, nothing is torn
+        # A failed write() names no file; every file this run writes lies beside --out.
+        print(f"workcell_finetune: {workers.prefix}{error.filename or args.out.parent}: "
               f"{error.strerror or error}; what was written before is whole; free space and rerun "
               "(--resume continues from the last saved step, if any)", file=sys.stderr)
         return 1
